@@ -1,0 +1,43 @@
+"""The `cldyn` command line: one module per command, assembled here."""
+
+from __future__ import annotations
+
+import typer
+
+from cldyn_cli import __version__
+
+app = typer.Typer(
+    name="cldyn",
+    help="Task-aware infrared-visible image fusion (CLDyN). Fuse image pairs, train the base network, "
+         "train task compensation, evaluate and export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cldyn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Task-aware infrared-visible image fusion (CLDyN)."""
+
+
+def _register() -> None:
+    from cldyn_cli.cli import fuse, synth, train_base
+
+    for module in (fuse, synth, train_base):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,1 @@
+"""Image I/O, paired folders, dataset layouts and synthetic scenes."""

@@ -1,0 +1,1 @@
+"""Networks: the base fusion network (VFN) and the semantic compensation (RSC)."""

@@ -1,0 +1,171 @@
+"""The base visible-infrared fusion network (VFN), layer for layer as METHOD.md describes.
+
+The structure matches the authors' released model one to one (see ``convert.py`` for the
+name mapping), so their weights load into it. Each encoder exposes the point after every block
+so that the semantic compensation can be injected there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SLOPE = 0.2
+
+# Called after encoder block i of a branch ("ir" or "vis") with its output; returns the
+# (possibly compensated) features that feed block i + 1.
+BlockHook = Callable[[str, int, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class VFNConfig:
+    """Shape of a VFN; stored in every checkpoint."""
+
+    blocks: int = 4  # L: blocks per encoder and in the decoder
+    channels: int = 8  # feature width of each branch
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def conv_bn_act(cin: int, cout: int) -> list[nn.Module]:
+    """Conv3x3 (reflect padding), BatchNorm, LeakyReLU(0.2)."""
+    return [nn.Conv2d(cin, cout, 3, padding=1, padding_mode="reflect"), nn.BatchNorm2d(cout), nn.LeakyReLU(SLOPE)]
+
+
+class ConvBlock(nn.Module):
+    """Block "CB": two densely connected dilated 3x3 convolutions and a 1x1 squeeze, residual."""
+
+    def __init__(self, channels: int = 8, growth: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(channels, growth, 3, padding=2, dilation=2),
+                                   nn.BatchNorm2d(growth), nn.LeakyReLU(SLOPE))
+        self.conv2 = nn.Sequential(nn.Conv2d(channels + growth, growth, 3, padding=2, dilation=2),
+                                   nn.BatchNorm2d(growth), nn.LeakyReLU(SLOPE))
+        self.squeeze = nn.Conv2d(channels + 2 * growth, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c1 = torch.cat([x, self.conv1(x)], dim=1)
+        c2 = torch.cat([c1, self.conv2(c1)], dim=1)
+        return x + F.leaky_relu(self.squeeze(c2), SLOPE)
+
+
+class Encoder(nn.Module):
+    """One modality's feature extractor: a two-conv stem then L CB blocks."""
+
+    def __init__(self, blocks: int, channels: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(*conv_bn_act(1, channels // 2), *conv_bn_act(channels // 2, channels))
+        self.blocks = nn.ModuleList(ConvBlock(channels, channels) for _ in range(blocks))
+
+    def forward(self, x: torch.Tensor, after_block: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None
+                ) -> torch.Tensor:
+        x = self.stem(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if after_block is not None:
+                x = after_block(i, x)
+        return x
+
+
+def spatial_gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """|d/dx| + |d/dy| per channel with Sobel kernels normalised by 8 and replicate borders.
+
+    This is what ``kornia.filters.spatial_gradient(x).abs().sum(dim=2)`` computes, without kornia.
+    """
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device) / 8.0
+    kernel = torch.stack([kx, kx.t()]).unsqueeze(1).repeat(x.shape[1], 1, 1, 1)  # (2C, 1, 3, 3)
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    grads = F.conv2d(padded, kernel, groups=x.shape[1])  # (B, 2C, H, W): gx, gy per channel
+    return grads.abs().unflatten(1, (x.shape[1], 2)).sum(dim=2)
+
+
+class GradientAttentionFusion(nn.Module):
+    """Fusion "FRB1": channel x spatial attention computed from the features' gradients."""
+
+    def __init__(self, channels: int = 16) -> None:
+        super().__init__()
+        hidden = channels * 2
+
+        def mlp() -> nn.Sequential:
+            return nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+
+        def convs() -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1, padding_mode="reflect"), nn.ReLU(),
+                                 nn.Conv2d(hidden, channels, 3, padding=1, padding_mode="reflect"))
+
+        self.mlp_avg, self.mlp_max = mlp(), mlp()
+        self.conv_avg, self.conv_max = convs(), convs()
+
+    def gradients(self, f_ir: torch.Tensor, f_vis: torch.Tensor) -> torch.Tensor:
+        """g: the gradient magnitude of every channel of both branches (B, 2C, H, W)."""
+        return torch.cat([spatial_gradient_magnitude(f_ir), spatial_gradient_magnitude(f_vis)], dim=1)
+
+    def channel_attention(self, g_mean: torch.Tensor, g_max: torch.Tensor) -> torch.Tensor:
+        """MLP(GAP(g)) + MLP(GMP(g)) from the pooled statistics, shaped (B, 2C, 1, 1)."""
+        return (self.mlp_avg(g_mean) + self.mlp_max(g_max))[:, :, None, None]
+
+    def forward(self, f_ir: torch.Tensor, f_vis: torch.Tensor,
+                channel_attention: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Attention-weighted concatenation. ``channel_attention`` may be given from whole-image
+        statistics, which is how tiled fusion stays identical to untiled fusion."""
+        couple = torch.cat([f_ir, f_vis], dim=1)
+        g = self.gradients(f_ir, f_vis)
+        if channel_attention is None:
+            channel_attention = self.channel_attention(g.mean(dim=(2, 3)), g.amax(dim=(2, 3)))
+        spatial = (self.conv_avg(F.avg_pool2d(g, 3, stride=1, padding=1))
+                   + self.conv_max(F.max_pool2d(g, 3, stride=1, padding=1)))
+        return couple * torch.sigmoid(channel_attention * spatial)
+
+
+class Decoder(nn.Module):
+    """Reconstruction "FRB2": reduce, L CB blocks, two convs, tanh mapped to [0, 1]."""
+
+    def __init__(self, blocks: int, channels: int = 8) -> None:
+        super().__init__()
+        self.reduce = nn.Sequential(*conv_bn_act(2 * channels, channels))
+        self.blocks = nn.ModuleList(ConvBlock(channels, channels) for _ in range(blocks))
+        self.head = nn.Sequential(*conv_bn_act(channels, channels // 2),
+                                  nn.Conv2d(channels // 2, 1, 3, padding=1, padding_mode="reflect"), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.reduce(x)
+        for block in self.blocks:
+            x = block(x)
+        return (self.head(x) + 1.0) / 2.0
+
+
+class VFN(nn.Module):
+    """Base fusion network: (IR, visible Y), each (B, 1, H, W) in [0, 1] -> fused Y in [0, 1]."""
+
+    def __init__(self, config: VFNConfig = VFNConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.ir_encoder = Encoder(config.blocks, config.channels)
+        self.vis_encoder = Encoder(config.blocks, config.channels)
+        self.fusion = GradientAttentionFusion(2 * config.channels)
+        self.decoder = Decoder(config.blocks, config.channels)
+
+    def encode(self, ir: torch.Tensor, vis_y: torch.Tensor,
+               hook: Optional[BlockHook] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of both branches; ``hook`` sees (and may replace) every block's output."""
+        if hook is None:
+            return self.ir_encoder(ir), self.vis_encoder(vis_y)
+        return (self.ir_encoder(ir, lambda i, x: hook("ir", i, x)),
+                self.vis_encoder(vis_y, lambda i, x: hook("vis", i, x)))
+
+    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor, hook: Optional[BlockHook] = None,
+                channel_attention: Optional[torch.Tensor] = None) -> torch.Tensor:
+        f_ir, f_vis = self.encode(ir, vis_y, hook)
+        return self.decoder(self.fusion(f_ir, f_vis, channel_attention))
+
+    def receptive_radius(self) -> int:
+        """Pixels of context each output pixel depends on (besides the global channel attention).
+
+        Stem 2, each CB 4, gradient 1, pooling 1, spatial-attention convs 2, reduce 1, head 2.
+        """
+        return 9 + 8 * self.config.blocks
