@@ -1,0 +1,75 @@
+"""Checkpoints as safetensors with string metadata: format, cldyn version, config, provenance.
+
+Only tensors and strings are stored, so loading never unpickles anything. Every write is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from cldyn_cli import __version__
+from cldyn_cli.errors import UserError
+
+BASE_FORMAT = "cldyn.vfn"
+TRAIN_STATE_FORMAT = "cldyn.vfn.train-state"
+
+
+def atomic_save(tensors: dict[str, torch.Tensor], path: Path, fmt: str, config: dict[str, Any],
+                extra: dict[str, Any] | None = None) -> None:
+    """Write tensors plus metadata to ``path`` via a temporary file in the same folder."""
+    if path.is_dir():
+        raise UserError(f"output {path} is a folder; give a file name such as {path / 'model.safetensors'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": fmt, "cldyn_version": __version__, "config": json.dumps(config, sort_keys=True)}
+    for key, value in (extra or {}).items():
+        metadata[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file; a missing, foreign or corrupt file is a UserError."""
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; check the path")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorsError, OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable safetensors checkpoint ({str(exc).splitlines()[0]})") from None
+
+
+def load_checkpoint(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a checkpoint that must be of format ``fmt``."""
+    metadata = read_metadata(path)
+    found = metadata.get("format")
+    if found != fmt:
+        what = f"a {found!r} checkpoint" if found else "not a cldyn checkpoint"
+        raise UserError(f"{path} is {what}; expected {fmt!r} (e.g. one written by the matching cldyn command)")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorsError, OSError, ValueError) as exc:
+        raise UserError(f"{path} is corrupt ({str(exc).splitlines()[0]}); write it again") from None
+    return tensors, metadata
+
+
+def metadata_json(metadata: dict[str, str], key: str, path: Path) -> Any:
+    """A JSON-valued metadata entry, with a clear error when it is missing or malformed."""
+    try:
+        return json.loads(metadata[key])
+    except (KeyError, json.JSONDecodeError):
+        raise UserError(f"{path} lacks valid {key!r} metadata; it was not written by cldyn") from None

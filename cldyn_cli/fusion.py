@@ -1,0 +1,131 @@
+"""The fusion pipeline: colour split, base fusion (tiled for large images), colour recombination.
+
+Tiling is exact, not approximate: every tile is computed with a margin as wide as the network's
+receptive radius, and the one global quantity (FRB1's channel attention, which pools over the
+whole image) is computed from the whole image in a first pass and then shared by all tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cldyn_cli.colour import luminance, recombine
+from cldyn_cli.models.vfn import VFN, BlockHook
+
+AUTO_TILE_PIXELS = 2048 * 2048  # above this many pixels, fuse tile by tile
+DEFAULT_TILE = 1024
+MIN_SIDE = 8  # reflect padding needs a few pixels; smaller images are padded and cropped back
+
+
+@dataclass(frozen=True)
+class Window:
+    """A tile's core (what it writes) inside the window it computes (core plus margin)."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    wy0: int
+    wy1: int
+    wx0: int
+    wx1: int
+
+    def core_in_window(self) -> tuple[slice, slice]:
+        return slice(self.y0 - self.wy0, self.y1 - self.wy0), slice(self.x0 - self.wx0, self.x1 - self.wx0)
+
+
+def windows(height: int, width: int, tile: int, margin: int) -> Iterator[Window]:
+    """Tiles covering the image; each window is the core grown by ``margin`` and clipped to the image."""
+    for y0 in range(0, height, tile):
+        for x0 in range(0, width, tile):
+            y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
+            yield Window(y0, y1, x0, x1, max(0, y0 - margin), min(height, y1 + margin),
+                         max(0, x0 - margin), min(width, x1 + margin))
+
+
+def _pad_small(x: torch.Tensor) -> torch.Tensor:
+    ph, pw = max(0, MIN_SIDE - x.shape[-2]), max(0, MIN_SIDE - x.shape[-1])
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+class Fuser:
+    """Fuses luminance with a base VFN, tiling large images so that memory stays bounded."""
+
+    def __init__(self, model: VFN, device: torch.device, tile: Optional[int] = None,
+                 auto_tile_pixels: int = AUTO_TILE_PIXELS) -> None:
+        self.model = model.to(device).eval()
+        self.device = device
+        self.tile = tile
+        self.auto_tile_pixels = auto_tile_pixels
+
+    def _tile_for(self, height: int, width: int) -> Optional[int]:
+        if self.tile:
+            return self.tile if max(height, width) > self.tile else None
+        return DEFAULT_TILE if height * width > self.auto_tile_pixels else None
+
+    @torch.no_grad()
+    def fuse_y(self, ir: torch.Tensor, vis_y: torch.Tensor, hook: Optional[BlockHook] = None) -> torch.Tensor:
+        """Fused Y (B, 1, H, W) from IR and visible Y (B, 1, H, W) on any device; result on CPU."""
+        height, width = ir.shape[-2:]
+        ir_p, vis_p = _pad_small(ir), _pad_small(vis_y)
+        tile = self._tile_for(height, width) if hook is None else None
+        if tile is None:
+            out = self.model(ir_p.to(self.device), vis_p.to(self.device), hook)
+        else:
+            out = self._tiled(ir_p, vis_p, tile)
+        return out[..., :height, :width].float().cpu()
+
+    def _tiled(self, ir: torch.Tensor, vis_y: torch.Tensor, tile: int) -> torch.Tensor:
+        model, dev = self.model, self.device
+        height, width = ir.shape[-2:]
+        # Pass 1: whole-image gradient statistics of the encoder features -> channel attention.
+        enc_margin = 3 + 4 * model.config.blocks  # stem 2 + CBs 4L + the gradient's 1
+        total, peak, count = 0.0, None, 0
+        for w in windows(height, width, tile, enc_margin):
+            f_ir, f_vis = model.encode(ir[..., w.wy0:w.wy1, w.wx0:w.wx1].to(dev), vis_y[..., w.wy0:w.wy1, w.wx0:w.wx1].to(dev))
+            g = model.fusion.gradients(f_ir, f_vis)[(..., *w.core_in_window())]
+            total = total + g.sum(dim=(2, 3))
+            tile_max = g.amax(dim=(2, 3))
+            peak = tile_max if peak is None else torch.maximum(peak, tile_max)
+            count += g.shape[-1] * g.shape[-2]
+        attention = model.fusion.channel_attention(total / count, peak)
+        # Pass 2: every tile with the shared attention, cropped to its core.
+        out = torch.empty(ir.shape[0], 1, height, width)
+        margin = model.receptive_radius()
+        for w in windows(height, width, tile, margin):
+            fused = model(ir[..., w.wy0:w.wy1, w.wx0:w.wx1].to(dev), vis_y[..., w.wy0:w.wy1, w.wx0:w.wx1].to(dev),
+                          channel_attention=attention)
+            out[..., w.y0:w.y1, w.x0:w.x1] = fused[(..., *w.core_in_window())].float().cpu()
+        return out
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """(H, W) or (H, W, 3) float array -> (1, C, H, W) tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+    return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+
+
+def to_array(t: torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) tensor -> (H, W) or (H, W, 3) float array."""
+    t = t[0].detach().cpu()
+    return t[0].numpy() if t.shape[0] == 1 else t.permute(1, 2, 0).numpy()
+
+
+def resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a float image, for the ``--resize`` option of unregistered pairs."""
+    if img.shape[:2] == (height, width):
+        return img
+    t = F.interpolate(to_tensor(img), size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return to_array(t)
+
+
+def fuse_images(fuser: Fuser, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """Fuse one IR (H, W) with one visible image (H, W) or (H, W, 3); same size and colour as visible."""
+    vis_t = to_tensor(vis)
+    fused_y = fuser.fuse_y(to_tensor(ir), luminance(vis_t))
+    return to_array(recombine(fused_y, vis_t))

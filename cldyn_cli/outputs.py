@@ -1,0 +1,53 @@
+"""All-or-nothing output folders: results are staged and only moved into place when every one succeeded."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from cldyn_cli.errors import UserError
+
+
+def check_output_dir(out: Path, names: list[str], suffix: str, overwrite: bool) -> None:
+    """Refuse up front an output path that is a file, or existing outputs without --overwrite."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output {out} is a file; give a folder")
+    if overwrite:
+        return
+    existing = [n + suffix for n in names if (out / (n + suffix)).exists()]
+    if existing:
+        shown = ", ".join(existing[:3]) + (f" (+{len(existing) - 3} more)" if len(existing) > 3 else "")
+        raise UserError(f"{len(existing)} output(s) already exist in {out}: {shown}; pass --overwrite or "
+                        "choose another folder")
+
+
+@contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """A hidden folder inside ``out`` to write into; its files move into ``out`` on success only."""
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".cldyn-partial-", dir=out))
+    try:
+        yield stage
+        for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+            target = out / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextmanager
+def all_or_nothing(out: Path) -> Iterator[Path]:
+    """Like :func:`staged_dir`, and removes ``out`` again on failure when this call created it."""
+    created = not out.exists()
+    try:
+        with staged_dir(out) as stage:
+            yield stage
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise

@@ -1,0 +1,1 @@
+"""Training loops: the base network, and the closed-loop compensation."""

@@ -1,0 +1,172 @@
+"""Training the base fusion network: random crops with flips/rotations, Adam, METHOD.md's loss.
+
+Every source of randomness is seeded and checkpointed (batch order is a function of the seed and
+the epoch; augmentation draws come from one generator whose state is saved), so a run resumed
+from a periodic checkpoint ends with exactly the weights of an uninterrupted run on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from cldyn_cli.checkpoint import TRAIN_STATE_FORMAT, atomic_save, load_checkpoint, metadata_json
+from cldyn_cli.colour import luminance
+from cldyn_cli.data.images import read_image, read_infrared
+from cldyn_cli.data.pairs import Pair, check_sizes
+from cldyn_cli.errors import UserError
+from cldyn_cli.fusion import to_tensor
+from cldyn_cli.losses import fusion_loss
+from cldyn_cli.models.vfn import VFN, VFNConfig
+
+StepCallback = Callable[[int, int, float], None]  # (step, total, loss)
+
+
+@dataclass
+class TrainBaseConfig:
+    """Hyper-parameters of `cldyn train-base` (METHOD.md's reference values by default)."""
+
+    crop: int = 256
+    batch_size: int = 16
+    lr: float = 1e-3
+    epochs: int = 100
+    steps: Optional[int] = None  # when set, overrides epochs
+    blocks: int = 4
+    seed: int = 0
+    checkpoint_every: int = 200
+
+    def total_steps(self, n_pairs: int) -> int:
+        return self.steps if self.steps is not None else self.epochs * math.ceil(n_pairs / self.batch_size)
+
+
+# Settings that must not change between a run and its resumption.
+_RESUME_KEYS = ("crop", "batch_size", "lr", "blocks", "seed")
+
+
+class PairStore:
+    """Decoded pairs as 8-bit luminance arrays, read once and kept (small memory, fast crops)."""
+
+    def __init__(self, pairs: list[Pair]) -> None:
+        self.pairs = pairs
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i not in self._cache:
+            pair = self.pairs[i]
+            vis_y = luminance(to_tensor(read_image(pair.vis)))[0, 0].numpy()
+            ir = read_infrared(pair.ir)
+            self._cache[i] = ((ir * 65535 + 0.5).astype(np.uint16), (vis_y * 65535 + 0.5).astype(np.uint16))
+        ir, vis = self._cache[i]
+        return ir.astype(np.float32) / 65535, vis.astype(np.float32) / 65535
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """Indices of training step ``step``: a seeded permutation per epoch, cut into batches."""
+    per_epoch = math.ceil(n / batch_size)
+    epoch, b = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return order[b * batch_size:(b + 1) * batch_size].tolist()
+
+
+def augmented_crop(ir: np.ndarray, vis: np.ndarray, crop: int, gen: torch.Generator) -> torch.Tensor:
+    """A random square crop of both images with a random flip and quarter-turn, (2, crop, crop)."""
+    h, w = ir.shape
+    y = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
+    x = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
+    flip, turns = torch.randint(0, 2, (1,), generator=gen).item(), torch.randint(0, 4, (1,), generator=gen).item()
+    t = torch.from_numpy(np.stack([ir[y:y + crop, x:x + crop], vis[y:y + crop, x:x + crop]]))
+    if flip:
+        t = t.flip(-1)
+    return torch.rot90(t, int(turns), dims=(-2, -1))
+
+
+def _optimizer_tensors(opt: torch.optim.Adam) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        for key, value in opt.state.get(p, {}).items():
+            out[f"optim.{i}.{key}"] = torch.as_tensor(value)
+    return out
+
+
+def _restore_optimizer(opt: torch.optim.Adam, tensors: dict[str, torch.Tensor]) -> None:
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        state = {k.split(".")[2]: v.clone() if k.endswith(".step") else v.to(p.device)
+                 for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
+        if state:
+            opt.state[p] = state
+
+
+def state_path(output: Path) -> Path:
+    """Where the resumable training state of ``output`` lives."""
+    return output.with_name(output.stem + ".train-state.safetensors")
+
+
+def save_state(path: Path, model: VFN, opt: torch.optim.Adam, gen: torch.Generator, step: int,
+               config: TrainBaseConfig) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update(_optimizer_tensors(opt))
+    tensors["rng.augment"] = gen.get_state()
+    atomic_save(tensors, path, TRAIN_STATE_FORMAT, asdict(config), {"step": step})
+
+
+def load_state(path: Path, model: VFN, opt: torch.optim.Adam, gen: torch.Generator,
+               config: TrainBaseConfig) -> int:
+    """Restore a run from ``path`` and return the step it had reached."""
+    tensors, metadata = load_checkpoint(path, TRAIN_STATE_FORMAT)
+    saved = metadata_json(metadata, "config", path)
+    changed = [k for k in _RESUME_KEYS if saved.get(k) != getattr(config, k)]
+    if changed:
+        detail = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
+        raise UserError(f"cannot resume from {path}: it was trained with {detail}; use the same settings")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    _restore_optimizer(opt, tensors)
+    gen.set_state(tensors["rng.augment"])
+    return int(metadata_json(metadata, "step", path))
+
+
+def usable_crop(pairs: list[Pair], crop: int) -> int:
+    """The crop size, shrunk to the smallest training image when needed."""
+    smallest = min(min(hw) for hw in check_sizes(pairs))
+    return min(crop, smallest)
+
+
+def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device: torch.device,
+               resume: bool = False, on_step: Optional[StepCallback] = None) -> VFN:
+    """Train a VFN on ``pairs``, checkpointing to ``state_path(output)``; returns the trained model."""
+    if not pairs:
+        raise UserError("no training pairs found")
+    store = PairStore(pairs)
+    torch.manual_seed(config.seed)
+    model = VFN(VFNConfig(blocks=config.blocks)).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    total = config.total_steps(len(store))
+    step = 0
+    checkpoint = state_path(output)
+    if resume:
+        if not checkpoint.exists():
+            raise UserError(f"--resume given but {checkpoint} does not exist; run without --resume first")
+        step = load_state(checkpoint, model, opt, gen, config)
+    while step < total:
+        crops = [augmented_crop(*store.get(i), config.crop, gen)
+                 for i in batch_indices(len(store), config.batch_size, config.seed, step)]
+        batch = torch.stack(crops).to(device)
+        ir, vis_y = batch[:, 0:1], batch[:, 1:2]
+        loss = fusion_loss(model(ir, vis_y), ir, vis_y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % config.checkpoint_every == 0 or step == total:
+            save_state(checkpoint, model, opt, gen, step, config)
+        if on_step is not None:
+            on_step(step, total, float(loss))
+    return model.eval()

@@ -1,0 +1,54 @@
+"""BT.601 colour conversion and the base fusion loss, against hand-computed values."""
+
+import torch
+
+from cldyn_cli.colour import recombine, rgb_to_ycbcr, ycbcr_to_rgb
+from cldyn_cli.losses import fusion_loss, sobel_magnitude
+
+
+def test_ycbcr_of_primaries_matches_method_coefficients() -> None:
+    rgb = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    y, cb, cr = rgb_to_ycbcr(rgb).flatten().tolist()
+    assert abs(y - 0.299) < 1e-6
+    assert abs(cb - (-0.1687 + 128 / 255)) < 1e-6
+    assert abs(cr - (0.5 + 128 / 255)) < 1e-6
+
+
+def test_round_trip_is_identity() -> None:
+    rgb = torch.rand(2, 3, 5, 7)
+    assert torch.allclose(ycbcr_to_rgb(rgb_to_ycbcr(rgb)), rgb, atol=1e-6)
+
+
+def test_recombine_keeps_visible_chroma_and_gray_stays_gray() -> None:
+    vis = torch.rand(1, 3, 4, 4)
+    y = torch.rand(1, 1, 4, 4)
+    out = recombine(y, vis)
+    ycc_out, ycc_vis = rgb_to_ycbcr(out), rgb_to_ycbcr(vis)
+    inside = (out > 0.001).all(1) & (out < 0.999).all(1)  # unclamped pixels keep chroma exactly
+    assert torch.allclose(ycc_out[:, 1:][:, :, inside[0]], ycc_vis[:, 1:][:, :, inside[0]], atol=1e-5)
+    assert recombine(y, torch.rand(1, 1, 4, 4)).shape == (1, 1, 4, 4)
+
+
+def test_sobel_of_a_step_edge() -> None:
+    x = torch.zeros(1, 1, 5, 5)
+    x[..., 3:] = 1.0  # vertical edge between columns 2 and 3
+    s = sobel_magnitude(x)
+    assert s[0, 0, 2].tolist() == [0.0, 0.0, 4.0, 4.0, 4.0]  # (1+2+1) * 1; zero padding past the right edge
+    assert s[0, 0, 0].tolist() == [0.0, 0.0, 4.0, 6.0, 6.0]  # top row: 3 across + 3 down (zero padding above)
+
+
+def test_loss_is_zero_when_fused_is_the_elementwise_max() -> None:
+    ir, vis = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+    ir[..., :4] = 0.8
+    vis[..., 2:6, :] = 0.5
+    fused = torch.maximum(ir, vis)
+    assert float(fusion_loss(fused, ir, vis)) > 0  # max of the images is not max of the gradients
+    assert float(fusion_loss(ir, ir, ir)) == 0.0
+
+
+def test_loss_of_a_constant_against_black_sources() -> None:
+    # F = c on 3x3, sources 0: intensity 0.2 * c; Sobel of a zero-padded constant is
+    # [[6,4,6],[4,0,4],[6,4,6]] * c with mean 40/9 * c.
+    c = 0.5
+    loss = fusion_loss(torch.full((1, 1, 3, 3), c), torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3))
+    assert abs(float(loss) - (0.2 * c + 40 / 9 * c)) < 1e-6

@@ -1,0 +1,55 @@
+"""The base network: shapes, parameter count, the gradient operator, the name converter."""
+
+import torch
+
+from cldyn_cli.models.convert import authors_name_to_ours, convert_authors_state_dict, count_blocks
+from cldyn_cli.models.vfn import VFN, VFNConfig, spatial_gradient_magnitude
+
+
+def test_any_size_keeps_shape_and_range() -> None:
+    model = VFN().eval()
+    for h, w in [(17, 23), (64, 48), (9, 130)]:
+        with torch.no_grad():
+            out = model(torch.rand(2, 1, h, w), torch.rand(2, 1, h, w))
+        assert out.shape == (2, 1, h, w)
+        assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+
+
+def test_parameter_count_matches_the_published_model() -> None:
+    assert sum(p.numel() for p in VFN().parameters()) == 46617
+    assert len(VFN(VFNConfig(blocks=2)).ir_encoder.blocks) == 2
+
+
+def test_spatial_gradient_is_sobel_over_8_with_replicate_border() -> None:
+    x = torch.arange(25.0).reshape(1, 1, 5, 5)  # d/dx = 1 per pixel, d/dy = 5 per pixel
+    g = spatial_gradient_magnitude(x)
+    # Interior: Sobel_x of a unit ramp is 8 -> /8 = 1; Sobel_y gives 5; |1| + |5| = 6.
+    assert torch.allclose(g[0, 0, 1:-1, 1:-1], torch.full((3, 3), 6.0))
+    # Left border: replicate padding halves the x difference (0.5) while y stays 5.
+    assert torch.allclose(g[0, 0, 2, 0], torch.tensor(5.5))
+
+
+def test_authors_names_map_onto_ours() -> None:
+    assert authors_name_to_ours("vi_feb.e2.Dcov1.0.weight") == "vis_encoder.blocks.2.conv1.0.weight"
+    assert authors_name_to_ours("module.ir_feb.bfe.3.weight") == "ir_encoder.stem.3.weight"
+    assert authors_name_to_ours("ir_feb.e0.conv.bias") == "ir_encoder.blocks.0.squeeze.bias"
+    assert authors_name_to_ours("frb1.conv_mean_a.2.weight") == "fusion.conv_avg.2.weight"
+    assert authors_name_to_ours("frb2.d3.Dcov2.1.running_mean") == "decoder.blocks.3.conv2.1.running_mean"
+    assert authors_name_to_ours("frb2.res.3.weight") == "decoder.head.3.weight"
+
+
+def test_a_model_with_authors_names_loads_after_conversion() -> None:
+    ours = VFN().state_dict()
+    inverse = {  # rebuild the authors' naming of every key, then convert back
+        k.replace("vis_encoder.", "vi_feb.").replace("ir_encoder.", "ir_feb.").replace(".stem.", ".bfe.")
+         .replace("decoder.blocks.", "frb2.d").replace("decoder.reduce.", "frb2.f_conv.")
+         .replace("decoder.head.", "frb2.res.").replace(".conv1.", ".Dcov1.").replace(".conv2.", ".Dcov2.")
+         .replace(".squeeze.", ".conv.").replace("fusion.mlp_avg.", "frb1.mlp_aa.")
+         .replace("fusion.mlp_max.", "frb1.mlp_ma.").replace("fusion.conv_avg.", "frb1.conv_mean_a.")
+         .replace("fusion.conv_max.", "frb1.conv_max_a.")
+        : v for k, v in ours.items()}
+    inverse = {k.replace("_feb.blocks.", "_feb.e"): v for k, v in inverse.items()}
+    converted = convert_authors_state_dict(inverse)
+    assert set(converted) == set(ours)
+    assert count_blocks(converted) == 4
+    VFN().load_state_dict(converted)
