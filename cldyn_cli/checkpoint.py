@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
 from cldyn_cli import __version__
 from cldyn_cli.errors import UserError
@@ -49,7 +48,7 @@ def read_metadata(path: Path) -> dict[str, str]:
     try:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{path} is not a readable safetensors checkpoint ({str(exc).splitlines()[0]})") from None
 
 
@@ -62,7 +61,7 @@ def load_checkpoint(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict
         raise UserError(f"{path} is {what}; expected {fmt!r} (e.g. one written by the matching cldyn command)")
     try:
         tensors = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{path} is corrupt ({str(exc).splitlines()[0]}); write it again") from None
     return tensors, metadata
 

@@ -168,5 +168,5 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
         if step % config.checkpoint_every == 0 or step == total:
             save_state(checkpoint, model, opt, gen, step, config)
         if on_step is not None:
-            on_step(step, total, float(loss))
+            on_step(step, total, loss.item())
     return model.eval()

@@ -1,0 +1,50 @@
+"""Base training: the loss goes down, and a killed run resumed ends with the same weights."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cldyn_cli.data.pairs import find_pairs
+from cldyn_cli.errors import UserError
+from cldyn_cli.training.base import TrainBaseConfig, batch_indices, state_path, train_base
+
+CFG = TrainBaseConfig(crop=32, batch_size=2, lr=1e-3, steps=6, blocks=1, seed=3, checkpoint_every=2)
+
+
+def test_batches_are_a_permutation_per_epoch() -> None:
+    seen = batch_indices(5, 2, 0, 0) + batch_indices(5, 2, 0, 1) + batch_indices(5, 2, 0, 2)
+    assert sorted(seen) == [0, 1, 2, 3, 4]
+    assert batch_indices(5, 2, 0, 3) == batch_indices(5, 2, 0, 3)
+
+
+def test_killed_run_resumes_to_identical_weights(pair_dirs, tmp_path: Path) -> None:
+    pairs = find_pairs(*pair_dirs)
+    straight = train_base(pairs, tmp_path / "a.safetensors", CFG, torch.device("cpu"))
+
+    def kill_at_5(step: int, total: int, loss: float) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_base(pairs, tmp_path / "b.safetensors", CFG, torch.device("cpu"), on_step=kill_at_5)
+    assert state_path(tmp_path / "b.safetensors").exists()  # last saved at step 4
+    resumed = train_base(pairs, tmp_path / "b.safetensors", CFG, torch.device("cpu"), resume=True)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_resume_refuses_changed_settings(pair_dirs, tmp_path: Path) -> None:
+    pairs = find_pairs(*pair_dirs)
+    train_base(pairs, tmp_path / "c.safetensors", CFG, torch.device("cpu"))
+    changed = TrainBaseConfig(**{**CFG.__dict__, "lr": 0.5})
+    with pytest.raises(UserError, match="trained with lr=0.001"):
+        train_base(pairs, tmp_path / "c.safetensors", changed, torch.device("cpu"), resume=True)
+
+
+def test_loss_decreases(pair_dirs, tmp_path: Path) -> None:
+    losses: list[float] = []
+    cfg = TrainBaseConfig(**{**CFG.__dict__, "steps": 30, "lr": 3e-3, "checkpoint_every": 100})
+    train_base(find_pairs(*pair_dirs), tmp_path / "d.safetensors", cfg, torch.device("cpu"),
+               on_step=lambda s, t, loss: losses.append(loss))
+    assert sum(losses[-5:]) < sum(losses[:5])
