@@ -72,3 +72,6 @@ def metadata_json(metadata: dict[str, str], key: str, path: Path) -> Any:
         return json.loads(metadata[key])
     except (KeyError, json.JSONDecodeError):
         raise UserError(f"{path} lacks valid {key!r} metadata; it was not written by cldyn") from None
+
+RSC_FORMAT = "cldyn.rsc"
+RSC_TRAIN_STATE_FORMAT = "cldyn.rsc.train-state"

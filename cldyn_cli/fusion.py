@@ -8,7 +8,7 @@ whole image) is computed from the whole image in a first pass and then shared by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import numpy as np
 import torch
@@ -16,6 +16,10 @@ import torch.nn.functional as F
 
 from cldyn_cli.colour import luminance, recombine
 from cldyn_cli.models.vfn import VFN, BlockHook
+
+if TYPE_CHECKING:
+    from cldyn_cli.models.rsc import SemanticCompensation
+    from cldyn_cli.tasks import TaskBackend
 
 AUTO_TILE_PIXELS = 2048 * 2048  # above this many pixels, fuse tile by tile
 DEFAULT_TILE = 1024
@@ -129,3 +133,23 @@ def fuse_images(fuser: Fuser, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     vis_t = to_tensor(vis)
     fused_y = fuser.fuse_y(to_tensor(ir), luminance(vis_t))
     return to_array(recombine(fused_y, vis_t))
+
+
+def task_rgb(fused_y: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """The fused image as a task network sees it: RGB in [0, 1] (gray repeated to 3 channels)."""
+    rgb = recombine(fused_y, vis)
+    return rgb.expand(-1, 3, -1, -1) if rgb.shape[1] == 1 else rgb
+
+
+def compensated_y(base: VFN, compensation: "SemanticCompensation", task: "TaskBackend", ir: torch.Tensor,
+                  vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(base fused Y, compensated fused Y): the closed loop of METHOD.md for one batch.
+
+    The task network looks at the base fused image; its features condition the compensation that
+    is injected into both encoder branches. Gradients flow only through the compensated pass.
+    """
+    vis_y = luminance(vis)
+    with torch.no_grad():
+        base_y = base(ir, vis_y)
+        features = task.features(task_rgb(base_y, vis))
+    return base_y, base(ir, vis_y, hook=compensation.hook(features))

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
+import numpy as np
+import torch
 import typer
 
 from cldyn_cli.cli.common import Device, Overwrite, Quiet, progress, resolve_device, user_errors
 from cldyn_cli.data.images import read_image, read_infrared, write_png
 from cldyn_cli.data.pairs import check_sizes, find_pairs
 from cldyn_cli.errors import UserError
-from cldyn_cli.fusion import Fuser, fuse_images, resize_to
-from cldyn_cli.models.loading import load_vfn
+from cldyn_cli.checkpoint import metadata_json
+from cldyn_cli.colour import recombine
+from cldyn_cli.fusion import Fuser, compensated_y, fuse_images, resize_to, to_array, to_tensor
+from cldyn_cli.models.loading import load_compensation, load_vfn
+from cldyn_cli.models.rsc import A2SI
+from cldyn_cli.plugins import get_task
+from cldyn_cli.tasks import TaskOptions
 from cldyn_cli.outputs import all_or_nothing, check_output_dir
 
 
@@ -24,7 +31,17 @@ def fuse(
                                          "named after the visible file).")],
     base: Annotated[Optional[Path], typer.Option(help="Base network checkpoint (.safetensors from "
                                                  "`cldyn train-base`); default: the model shipped with cldyn.")] = None,
-    task: Annotated[Optional[str], typer.Option(help="Downstream task to compensate for (see `cldyn plugins`).")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Downstream task to compensate for (see `cldyn plugins`); "
+                                                "needs --rsc.")] = None,
+    rsc: Annotated[Optional[Path], typer.Option(help="Compensation from `cldyn compensate` (it carries its base "
+                                                "network).")] = None,
+    task_weights: Annotated[Optional[Path], typer.Option(help="The task network's weights.")] = None,
+    task_config: Annotated[Optional[Path], typer.Option(help="The task network's config file.")] = None,
+    feature_layer: Annotated[Optional[str], typer.Option(help="Task-network layer to tap (default: the one the "
+                                                         "compensation was trained with).")] = None,
+    sample: Annotated[bool, typer.Option(help="Sample the kernel types (Gumbel) instead of taking the most "
+                                         "likely; with --seed for repeatability.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed for --sample.")] = 0,
     tile: Annotated[Optional[int], typer.Option(min=64, help="Fuse tile by tile with this core size in pixels "
                                                 "(exact, seamless). Default: automatic above 2048x2048.")] = None,
     resize: Annotated[bool, typer.Option(help="Resize infrared to the visible size when they differ "
@@ -38,14 +55,20 @@ def fuse(
     Only luminance is fused; colour comes from the visible image (a grayscale visible image gives a
     grayscale result). Outputs have the visible image's size and appear only when every pair succeeded.
     """
-    if task is not None:
-        raise UserError(f"unknown task {task!r}: no task plugins are available yet; run without --task")
+    if (task is None) != (rsc is None):
+        raise UserError("--task and --rsc go together: the compensation (--rsc) is conditioned on the task network")
+    if task is not None and base is not None:
+        raise UserError("--base cannot be combined with --rsc: the compensation file carries the base it was "
+                        "trained with")
     pairs = find_pairs(ir, vis)
     if not resize:
         check_sizes(pairs)
     check_output_dir(output, [p.name for p in pairs], ".png", overwrite)
-    model, _ = load_vfn(base)
-    fuser = Fuser(model, resolve_device(device), tile)
+    dev = resolve_device(device)
+    if task is None:
+        fuse_one = base_fusion(Fuser(load_vfn(base)[0], dev, tile))
+    else:
+        fuse_one = task_fusion(task, rsc, TaskOptions(task_weights, task_config, dev, feature_layer), sample, seed)
     with all_or_nothing(output) as stage, progress(quiet) as bar:
         job = bar.add_task("fusing", total=len(pairs), status="")
         for pair in pairs:
@@ -53,10 +76,36 @@ def fuse(
             ir_img = resize_to(read_infrared(pair.ir), *vis_img.shape[:2]) if resize else read_infrared(pair.ir)
             if ir_img.shape[:2] != vis_img.shape[:2]:
                 raise UserError(f"size mismatch for {pair.name!r}; pass --resize")
-            write_png(fuse_images(fuser, ir_img, vis_img), stage / f"{pair.name}.png")
+            write_png(fuse_one(ir_img, vis_img), stage / f"{pair.name}.png")
             bar.update(job, advance=1, status=pair.name)
     if not quiet:
         typer.echo(f"wrote {len(pairs)} fused image(s) to {output}", err=True)
+
+
+def base_fusion(fuser: Fuser) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    return lambda ir, vis: fuse_images(fuser, ir, vis)
+
+
+def task_fusion(task: str, rsc: Path, options: TaskOptions, sample: bool, seed: int
+                ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Fusion compensated for ``task``: the loaded compensation, its base and the task network."""
+    compensation, base, metadata = load_compensation(rsc, options.device)
+    trained_for = {t.get("task"): t for t in metadata_json(metadata, "tasks", rsc)}
+    if options.feature_layer is None and trained_for.get(get_task(task).name):
+        options.feature_layer = trained_for[get_task(task).name].get("feature_layer")
+    backend = get_task(task).load(options)
+    for block in compensation.modules():
+        if isinstance(block, A2SI):
+            block.sample = sample
+    torch.manual_seed(seed)
+
+    @torch.no_grad()
+    def fuse_one(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        vis_t = to_tensor(vis).to(options.device)
+        _, fused_y = compensated_y(base, compensation, backend, to_tensor(ir).to(options.device), vis_t)
+        return to_array(recombine(fused_y.float(), vis_t).cpu())
+
+    return fuse_one
 
 
 def register(app: typer.Typer) -> None:

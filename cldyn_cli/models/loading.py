@@ -1,4 +1,4 @@
-"""Saving and loading base networks, and the default model shipped inside the package."""
+"""Saving and loading networks: base models, the shipped default, and trained compensations."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
-from cldyn_cli.checkpoint import BASE_FORMAT, atomic_save, load_checkpoint, metadata_json
+from cldyn_cli.checkpoint import BASE_FORMAT, RSC_FORMAT, atomic_save, load_checkpoint, metadata_json
 from cldyn_cli.config import build
 from cldyn_cli.errors import UserError
+from cldyn_cli.models.rsc import RSCConfig, SemanticCompensation
 from cldyn_cli.models.vfn import VFN, VFNConfig
 
 EMBEDDED_BASE = "base_vfn.safetensors"
@@ -37,3 +38,29 @@ def load_vfn(path: Path | None = None, device: torch.device | str = "cpu") -> tu
     except RuntimeError as exc:
         raise UserError(f"{path} does not match its own config ({str(exc).splitlines()[0]})") from None
     return model.to(device).eval(), metadata
+
+
+def save_compensation(compensation: SemanticCompensation, base: VFN, path: Path, extra: dict[str, Any]) -> None:
+    """Write a trained compensation together with the base network it was trained on.
+
+    The base is small (about 47k parameters) and the compensation only makes sense on top of it,
+    so the file is self-contained: `cldyn fuse --rsc FILE` needs nothing else from training.
+    """
+    tensors = {f"rsc.{k}": v for k, v in compensation.state_dict().items()}
+    tensors.update({f"base.{k}": v for k, v in base.state_dict().items()})
+    atomic_save(tensors, path, RSC_FORMAT, compensation.config.to_dict(),
+                {"base_config": base.config.to_dict(), **extra})
+
+
+def load_compensation(path: Path, device: torch.device | str = "cpu"
+                      ) -> tuple[SemanticCompensation, VFN, dict[str, str]]:
+    """Compensation and its base network (both in eval mode) from a `cldyn compensate` file."""
+    tensors, metadata = load_checkpoint(path, RSC_FORMAT)
+    try:
+        compensation = SemanticCompensation(RSCConfig.from_dict(metadata_json(metadata, "config", path)))
+        base = VFN(build(VFNConfig, metadata_json(metadata, "base_config", path), f"the base config of {path}"))
+        compensation.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("rsc.")})
+        base.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("base.")})
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"{path} does not match its own config ({str(exc).splitlines()[0]})") from None
+    return compensation.to(device).eval(), base.to(device).eval(), metadata

@@ -88,7 +88,8 @@ def augmented_crop(ir: np.ndarray, vis: np.ndarray, crop: int, gen: torch.Genera
     return torch.rot90(t, int(turns), dims=(-2, -1))
 
 
-def _optimizer_tensors(opt: torch.optim.Adam) -> dict[str, torch.Tensor]:
+def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimiser's per-parameter state as named tensors (safetensors stores no pickles)."""
     out = {}
     for i, p in enumerate(opt.param_groups[0]["params"]):
         for key, value in opt.state.get(p, {}).items():
@@ -96,7 +97,8 @@ def _optimizer_tensors(opt: torch.optim.Adam) -> dict[str, torch.Tensor]:
     return out
 
 
-def _restore_optimizer(opt: torch.optim.Adam, tensors: dict[str, torch.Tensor]) -> None:
+def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`optimizer_tensors`."""
     for i, p in enumerate(opt.param_groups[0]["params"]):
         state = {k.split(".")[2]: v.clone() if k.endswith(".step") else v.to(p.device)
                  for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
@@ -112,7 +114,7 @@ def state_path(output: Path) -> Path:
 def save_state(path: Path, model: VFN, opt: torch.optim.Adam, gen: torch.Generator, step: int,
                config: TrainBaseConfig) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    tensors.update(_optimizer_tensors(opt))
+    tensors.update(optimizer_tensors(opt))
     tensors["rng.augment"] = gen.get_state()
     atomic_save(tensors, path, TRAIN_STATE_FORMAT, asdict(config), {"step": step})
 
@@ -127,7 +129,7 @@ def load_state(path: Path, model: VFN, opt: torch.optim.Adam, gen: torch.Generat
         detail = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
         raise UserError(f"cannot resume from {path}: it was trained with {detail}; use the same settings")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    _restore_optimizer(opt, tensors)
+    restore_optimizer(opt, tensors)
     gen.set_state(tensors["rng.augment"])
     return int(metadata_json(metadata, "step", path))
 

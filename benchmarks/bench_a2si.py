@@ -1,0 +1,112 @@
+"""Time the batched A2SI against the per-sample, per-slot reference (tests/reference_a2si.py).
+
+Reports eval-mode forward and train-mode forward+backward, and the GFLOP/s the batched forward
+reaches beside a plain 64->128 3x3 convolution on the same machine (the largest layer inside
+A2SI, so a practical ceiling). Example: python benchmarks/bench_a2si.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_a2si import reference_a2si  # noqa: E402
+
+from cldyn_cli.models.rsc import A2SI, BasisVectorBank, conv1d_mean  # noqa: E402
+
+
+def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Best seconds per call after one warm-up call (the least disturbed by other load)."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def a2si_flops(batch: int, size: int, task_len: int, c: int = 8, e: int = 256, m: int = 4) -> float:
+    """Forward FLOPs (2 per multiply-add) of the batched A2SI: its convolutions and the task Conv1d.
+
+    Every slot is counted as 3x3 (an upper bound; the slots' share is under 3%).
+    """
+    pixels = batch * size * size
+    image = pixels * (c * 8 * 9 + c * (e // 4) * 9 + (e // 4) * (e // 2) * 9 + m * c * c * 9 + c * c)
+    task = batch * task_len * (4 * 3 + 4 * 8 * 3 + (e // 4) * 3)  # the wide Conv1d only on 3 sums
+    return 2.0 * (image + task)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batches", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--task-shape", type=int, nargs="+", default=[256, 20, 20],
+                        help="task features per sample (C, H, W), e.g. a detector's head input")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    block = A2SI(embed_dim=256, channels=8, filters=4, sets=4, vectors=32).to(device)
+    nn.init.normal_(block.inject.weight, std=0.1)  # a trained block: gradients flow everywhere
+    bank = BasisVectorBank(4, 32, 256).to(device).vectors
+    task_len = 1
+    for n in args.task_shape:
+        task_len *= n
+    print(f"device {device}, threads {torch.get_num_threads()}, {args.size}x{args.size}, "
+          f"task features {tuple(args.task_shape)}, best of {args.repeats}")
+
+    for batch in args.batches:
+        x = torch.randn(batch, 8, args.size, args.size, device=device)
+        task = torch.randn(batch, *args.task_shape, device=device)
+        wide_in = torch.randn(batch, 64, args.size, args.size, device=device)
+        wide_w = torch.randn(128, 64, 3, 3, device=device)
+
+        def train_step(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+            return lambda: fn().square().mean().backward()
+
+        block.eval()
+        with torch.no_grad():
+            conv_s = timed(lambda: F.conv2d(wide_in, wide_w, padding=1), args.repeats, device)
+            eval_vec = timed(lambda: block(bank, task, x), args.repeats, device)
+            eval_ref = timed(lambda: reference_a2si(block, bank, task, x), args.repeats, device)
+            seq = task.reshape(batch, 1, -1)
+            emb_fused = timed(lambda: conv1d_mean(seq, block.query_task), args.repeats, device)
+            emb_plain = timed(lambda: block.query_task(seq).mean(-1), args.repeats, device)
+        block.train()
+        train_vec = timed(train_step(lambda: block(bank, task, x)), args.repeats, device)
+        train_ref = timed(train_step(lambda: reference_a2si(block, bank, task, x)[0]), args.repeats, device)
+
+        conv_gflops = 2.0 * batch * args.size ** 2 * 64 * 128 * 9 / conv_s / 1e9
+        a2si_gflops = a2si_flops(batch, args.size, task_len) / eval_vec / 1e9
+        print(f"B={batch:3d} eval forward   batched {eval_vec * 1e3:8.1f} ms  loop {eval_ref * 1e3:8.1f} ms  "
+              f"speedup {eval_ref / eval_vec:5.2f}x")
+        print(f"      train fwd+bwd  batched {train_vec * 1e3:8.1f} ms  loop {train_ref * 1e3:8.1f} ms  "
+              f"speedup {train_ref / train_vec:5.2f}x")
+        print(f"      of which query task embedding (eval): fused {emb_fused * 1e3:.1f} ms, "
+              f"plain Conv1d {emb_plain * 1e3:.1f} ms")
+        print(f"      A2SI {a2si_gflops:6.1f} GFLOP/s vs plain 64->128 conv {conv_gflops:6.1f} GFLOP/s "
+              f"({a2si_gflops / conv_gflops:.0%})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""`cldyn compensate`: train the semantic compensation against one or more frozen task networks."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cldyn_cli.checkpoint import read_metadata
+from cldyn_cli.cli.common import Device, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.config import build, read_yaml, with_overrides
+from cldyn_cli.errors import UserError
+from cldyn_cli.models.loading import load_vfn, save_compensation
+from cldyn_cli.training.closed_loop import (CompensateConfig, StepReport, TaskEntry, load_tasks, state_path,
+                                            total_steps, train_compensation)
+
+LOG_FIELDS = ["step", "task", "l_comp", "l_base", "penalty", "loss"]
+
+
+def read_config(path: Optional[Path]) -> CompensateConfig:
+    """A compensate YAML file: the options below plus a ``tasks:`` list of {plugin, data, weights, ...}."""
+    if path is None:
+        return CompensateConfig()
+    values = read_yaml(path)
+    tasks = values.pop("tasks", []) or []
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        raise UserError(f"'tasks' in {path} must be a list of mappings with plugin and data")
+    entries = []
+    for i, item in enumerate(tasks):
+        if "plugin" not in item or "data" not in item:
+            raise UserError(f"task {i + 1} in {path} needs both 'plugin' and 'data'")
+        entries.append(build(TaskEntry, {k: str(v) if v is not None else None for k, v in item.items()},
+                             f"task {i + 1} of {path}"))
+    return replace(build(CompensateConfig, values, str(path)), tasks=entries)
+
+
+def _log_rows(log: Path, keep_until: int) -> list[dict[str, str]]:
+    """Rows of an earlier log up to the step a resumed run restarts from."""
+    if not log.exists():
+        return []
+    with log.open(newline="") as handle:
+        return [row for row in csv.DictReader(handle) if int(row["step"]) <= keep_until]
+
+
+@user_errors
+def compensate(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the trained compensation "
+                                         "(.safetensors; it embeds the base network).")],
+    plugin: Annotated[Optional[str], typer.Option(help="Task plugin or task name (see `cldyn plugins`), "
+                                                  "e.g. yolo or det.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="The task's dataset folder, in its layout.")] = None,
+    task_weights: Annotated[Optional[Path], typer.Option(help="The frozen task network's weights.")] = None,
+    task_config: Annotated[Optional[Path], typer.Option(help="The task network's config file.")] = None,
+    feature_layer: Annotated[Optional[str], typer.Option(help="Task-network layer whose activation conditions "
+                                                         "the compensation (default: the plugin's).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML with the options below and a `tasks:` list "
+                                                   "(several tasks); flags given here win.")] = None,
+    base: Annotated[Optional[Path], typer.Option(help="Base network (default: the shipped model).")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Steps (overrides --epochs).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Passes over the largest dataset [default: 50].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Samples per task per step [default: 4].")] = None,
+    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Adam learning rate [default: 0.01].")] = None,
+    delta: Annotated[Optional[float], typer.Option(min=0.0, help="Penalty weight for doing worse than the "
+                                                   "base image [default: 5].")] = None,
+    cagrad_lambda: Annotated[Optional[float], typer.Option(min=0.0, help="CAGrad lambda for combining "
+                                                           "task gradients [default: 0.5].")] = None,
+    rsc_blocks: Annotated[Optional[int], typer.Option(min=1, help="A2SI blocks per branch K, at most L-1 "
+                                                      "[default: 1].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed [default: 0].")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Save the resumable state every N "
+                                                            "steps [default: 50].")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 on a CUDA GPU [default: fp32].")] = None,
+    log: Annotated[Optional[Path], typer.Option(help="CSV of per-step, per-task losses [default: OUTPUT "
+                                                "with .log.csv].")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUTPUT's .train-state.safetensors.")] = False,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Train the requirement-driven semantic compensation (bank + one RSC per branch).
+
+    The base network and the task networks stay frozen. Each step, every task scores the base and
+    the compensated fused images; the reward-penalty losses' gradients are combined with CAGrad.
+    One task by flags (--plugin, --data, ...), several through --config tasks.yaml.
+    """
+    cfg = with_overrides(read_config(config), dict(
+        steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, delta=delta, cagrad_lambda=cagrad_lambda,
+        rsc_blocks=rsc_blocks, seed=seed, checkpoint_every=checkpoint_every, precision=precision))
+    if plugin is not None or data is not None:
+        if plugin is None or data is None:
+            raise UserError("--plugin and --data go together; give both, or use --config with a tasks: list")
+        cfg = replace(cfg, tasks=[TaskEntry(plugin, str(data), str(task_weights) if task_weights else None,
+                                            str(task_config) if task_config else None, feature_layer)])
+    if not cfg.tasks:
+        raise UserError("no task given; pass --plugin NAME --data DIR, or --config with a tasks: list")
+    if output.is_dir():
+        raise UserError(f"output {output} is a folder; give a file name such as {output / 'rsc.safetensors'}")
+    dev = resolve_device(device)
+    base_model, base_meta = load_vfn(base, dev)
+    tasks = load_tasks(cfg.tasks, dev)
+    log_path = log or output.with_name(output.stem + ".log.csv")
+    resumed_at = int(read_metadata(state_path(output)).get("step", 0)) if resume and state_path(output).exists() else 0
+    kept = _log_rows(log_path, resumed_at) if resume else []
+    total = total_steps(cfg, tasks)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with progress(quiet) as bar, log_path.open("w", newline="") as log_file:
+        writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(kept)
+        job = bar.add_task("compensating", total=total, completed=resumed_at, status="")
+
+        def on_step(reports: list[StepReport], _total: int) -> None:
+            writer.writerows({k: getattr(r, k) for k in LOG_FIELDS} for r in reports)
+            log_file.flush()
+            status = "  ".join(f"{r.task}: comp {r.l_comp:.3f} base {r.l_base:.3f} pen {r.penalty:.3f}"
+                               for r in reports)
+            bar.update(job, completed=reports[0].step, status=status)
+
+        compensation = train_compensation(base_model, tasks, output, cfg, dev, resume=resume, on_step=on_step)
+    extra = {"tasks": [{**asdict(t.entry), "task": t.backend.name, "feature_layer": t.backend.feature_layer}
+                       for t in tasks],
+             "hyper": cfg.hyper(), "base": str(base) if base else "embedded",
+             "base_provenance": base_meta.get("provenance", ""), "steps": total,
+             "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+    save_compensation(compensation.cpu(), base_model.cpu(), output, extra)
+    if not quiet:
+        typer.echo(f"wrote {output} and {log_path}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compensate")(compensate)

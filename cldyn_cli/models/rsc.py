@@ -1,0 +1,245 @@
+"""Requirement-driven Semantic Compensation (RSC): task-conditioned dynamic convolutions (A2SI)
+injected into the frozen base network's encoders, as METHOD.md describes.
+
+Everything is batched: the kernel types, basis vectors and dynamic kernels of all samples and
+filter slots are computed together, and the per-slot convolutions run as one grouped
+convolution per kernel type (a slot's group sees only its own sample's features).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .vfn import SLOPE, VFN, BlockHook
+
+# The kernel types the prototypes stand for, as (size, dilation), in set order.
+KERNEL_TYPES: tuple[tuple[int, int], ...] = ((1, 1), (3, 1), (3, 2), (3, 3))
+PROTOTYPE_DIM = 16
+EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class RSCConfig:
+    """Shape of a semantic compensation; stored in every checkpoint."""
+
+    blocks: int = 1  # K: A2SI blocks per branch, after encoder blocks 0..K-1
+    embed_dim: int = 256  # E: length of a basis vector
+    channels: int = 8  # C: width of the features being compensated
+    filters: int = 4  # M: dynamic filter slots per block
+    sets: int = 4  # S: basis sets, one per kernel type
+    vectors: int = 32  # V: basis vectors per set
+    tau: float = 0.5  # Gumbel-softmax temperature of the kernel-type choice
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RSCConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown RSC config keys {unknown}; expected some of {sorted(known)}")
+        return cls(**data)
+
+
+def orthonormal_rows(rows: int, dim: int) -> torch.Tensor:
+    """(rows, dim), orthogonal initialisation with every row scaled to unit norm.
+
+    The rows are mutually orthogonal when rows <= dim; otherwise the columns are and the rows
+    are only unit-norm.
+    """
+    w = torch.empty(rows, dim)
+    nn.init.orthogonal_(w)
+    return w / w.norm(dim=1, keepdim=True)
+
+
+def conv1d_mean(seq: torch.Tensor, net: nn.Sequential) -> torch.Tensor:
+    """``net(seq).mean(-1)`` for net = bias-free Conv1d(1->c, k3, pad 1), activation, Conv1d(k3, pad 1).
+
+    The task features make a long sequence (C*H*W). The mean of the second (linear) convolution
+    is that convolution applied to three shifted sums of its input, so it never runs over the
+    sequence; the first one runs piece by piece, each piece's activations summed while in cache.
+    (B, 1, L) -> (B, out).
+    """
+    first, act, second = net
+    windows = F.pad(seq.flatten(1), (1, 1)).unfold(1, 3, 1)  # (B, L, 3): the first conv's inputs
+    weight = first.weight.flatten(1).t()  # (3, c)
+    piece = max(1, 2 ** 16 // weight.shape[1])
+    total = sum(act(part @ weight).sum(1) for part in windows.split(piece, dim=1))
+    ends = act(windows[:, [0, -1]] @ weight)  # (B, 2, c): h at the first and the last position
+    # Output l reads h[l-1], h[l], h[l+1] (zero outside): their sums over l.
+    shifted = torch.stack([total - ends[:, 1], total, total - ends[:, 0]], dim=-1)
+    return torch.einsum("oik,bik->bo", second.weight, shifted) / seq.shape[-1]
+
+
+def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inp, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
+class BasisVectorBank(nn.Module):
+    """The learnable basis vectors (S sets x V vectors x E dims) shared by every A2SI block."""
+
+    def __init__(self, sets: int = 4, vectors: int = 32, embed_dim: int = 256) -> None:
+        super().__init__()
+        self.vectors = nn.Parameter(orthonormal_rows(sets * vectors, embed_dim).view(sets, vectors, embed_dim))
+
+    def forward(self) -> torch.Tensor:
+        return self.vectors
+
+
+class A2SI(nn.Module):
+    """One compensation block: X + ZeroConv(mean over M slots of LReLU(BN(X * dynamic kernel))).
+
+    Each slot's kernel type (1x1, 3x3 dilation 1/2/3) and basis vector are chosen from the task
+    features and X; the vector is turned into the slot's kernel by a small MLP.
+    """
+
+    def __init__(self, embed_dim: int = 256, channels: int = 8, filters: int = 4, sets: int = 4,
+                 vectors: int = 32, tau: float = 0.5) -> None:
+        super().__init__()
+        if sets != len(KERNEL_TYPES):
+            raise ValueError(f"sets must be {len(KERNEL_TYPES)} (one basis set per kernel type), got {sets}")
+        if not 1 <= filters <= vectors:
+            raise ValueError(f"filters must be between 1 and vectors ({vectors}), got {filters}")
+        if embed_dim % 4:
+            raise ValueError(f"embed_dim must be a multiple of 4, got {embed_dim}")
+        self.embed_dim, self.channels, self.filters, self.tau = embed_dim, channels, filters, tau
+        self.sample = False  # draw the kernel types at eval time too, instead of taking the argmax
+        e4, e2, half = embed_dim // 4, embed_dim // 2, PROTOTYPE_DIM // 2
+
+        # Step 1: kernel-type choice against fixed orthogonal prototypes.
+        self.register_buffer("prototypes", orthonormal_rows(len(KERNEL_TYPES), PROTOTYPE_DIM))
+        quarter = PROTOTYPE_DIM // 4
+        self.choice_task = nn.Sequential(nn.Conv1d(1, quarter, 3, padding=1, bias=False), nn.LeakyReLU(SLOPE),
+                                         nn.Conv1d(quarter, half, 3, padding=1, bias=False))
+        # In-place activations after BN: these full-resolution maps are the block's largest tensors.
+        self.choice_image = nn.Sequential(nn.Conv2d(channels, half, 3, padding=1, bias=False), nn.BatchNorm2d(half),
+                                          nn.LeakyReLU(SLOPE, inplace=True), nn.AdaptiveAvgPool2d(1))
+        self.choice_head = _mlp(PROTOTYPE_DIM, 2 * PROTOTYPE_DIM, PROTOTYPE_DIM * filters)
+        # Step 2: the query that ranks basis vectors (it receives no gradient).
+        self.query_task = nn.Sequential(nn.Conv1d(1, e4, 3, padding=1, bias=False), nn.LeakyReLU(SLOPE),
+                                        nn.Conv1d(e4, e2, 3, padding=1, bias=False))
+        self.query_image = nn.Sequential(nn.Conv2d(channels, e4, 3, padding=1, bias=False), nn.BatchNorm2d(e4),
+                                         nn.LeakyReLU(SLOPE, inplace=True), nn.Conv2d(e4, e2, 3, padding=1, bias=False),
+                                         nn.BatchNorm2d(e2), nn.LeakyReLU(SLOPE, inplace=True), nn.AdaptiveAvgPool2d(1))
+        self.query_head = _mlp(embed_dim, e4, embed_dim)
+        # Step 3: basis vector -> kernel, and the normalisation of the slots' responses.
+        self.kernel_1x1 = _mlp(embed_dim, e4, channels * channels)
+        self.kernel_3x3 = _mlp(embed_dim, e4, channels * channels * 9)
+        self.response_norm = nn.BatchNorm2d(channels)
+        # Step 4: zero-initialised injection, so a fresh block is the identity.
+        self.inject = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.inject.weight)
+        nn.init.zeros_(self.inject.bias)
+
+    def forward(self, bank: torch.Tensor, task_features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """bank (S, V, E), task features (B, ...), features x (B, C, H, W) -> compensated x."""
+        task = task_features.reshape(x.shape[0], 1, -1)
+        one_hot = self.choose_types(task, x)
+        types = one_hot.argmax(-1)
+        vectors = self.select_basis(bank, one_hot, types, self.query(task, x))
+        return x + self.inject(self.respond(x, types, vectors))
+
+    def choose_types(self, task: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """One-hot kernel type per slot (B, M, 4); straight-through Gumbel when training or sampling."""
+        embedding = torch.cat([conv1d_mean(task, self.choice_task), self.choice_image(x).flatten(1)], dim=1)
+        queries = self.choice_head(embedding).view(x.shape[0], self.filters, PROTOTYPE_DIM)
+        logits = torch.einsum("bmd,td->bmt", F.normalize(queries, dim=-1, eps=EPS),
+                              F.normalize(self.prototypes, dim=-1, eps=EPS))
+        if self.training or self.sample:
+            return F.gumbel_softmax(logits, tau=self.tau, hard=True)
+        return F.one_hot(logits.argmax(-1), len(KERNEL_TYPES)).to(logits.dtype)
+
+    @torch.no_grad()
+    def query(self, task: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """q (B, E). Only its top-n ranking is used, which passes no gradient, so no graph is kept."""
+        rms = task.square().mean(dim=-1, keepdim=True).sqrt()
+        embedding = torch.cat([conv1d_mean(task / (rms + EPS), self.query_task), self.query_image(x).flatten(1)], 1)
+        return self.query_head(embedding)
+
+    def select_basis(self, bank: torch.Tensor, one_hot: torch.Tensor, types: torch.Tensor,
+                     q: torch.Tensor) -> torch.Tensor:
+        """One basis vector per slot (B, M, E): the n slots of one type get that set's n vectors
+        most similar to q, the most similar to the lowest slot."""
+        batch, slots = types.shape
+        with torch.no_grad():
+            similarity = torch.einsum("be,sve->bsv", F.normalize(q, dim=-1, eps=EPS),
+                                      F.normalize(bank, dim=-1, eps=EPS))
+            ranked = similarity.topk(slots, dim=-1).indices  # (B, S, M)
+            earlier = torch.ones(slots, slots, dtype=torch.bool, device=types.device).tril(-1)
+            rank = ((types[:, :, None] == types[:, None, :]) & earlier).sum(-1)  # earlier slots of my type
+            index = ranked.gather(1, types[:, :, None].expand(batch, slots, slots)).gather(2, rank[..., None])
+        # (one-hot @ bank)[index]: the gradient reaches the bank and, straight through, the type choice.
+        return torch.einsum("bms,sbme->bme", one_hot, bank[:, index.squeeze(-1)])
+
+    def respond(self, x: torch.Tensor, types: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Mean over slots of LReLU(BN(slot kernel * own sample)), (B, C, H, W).
+
+        Slots are grouped by kernel type; each type is one grouped convolution whose groups are
+        its slots, fed with copies of their samples' features. Only the needed taps are computed.
+        """
+        batch, c, h, w = x.shape
+        kernels = {1: self.kernel_1x1(vectors).flatten(0, 1), 3: self.kernel_3x3(vectors).flatten(0, 1)}
+        order = types.flatten().argsort(stable=True)
+        counts = torch.bincount(types.flatten(), minlength=len(KERNEL_TYPES)).tolist()
+        responses = []
+        for (size, dilation), slots in zip(KERNEL_TYPES, order.split(counts)):
+            n = slots.numel()
+            if n == 0:
+                continue
+            weight = kernels[size][slots].reshape(n * c, c, size, size)
+            inputs = x[slots // self.filters].reshape(1, n * c, h, w)
+            responses.append(F.conv2d(inputs, weight, padding=dilation * (size // 2), dilation=dilation,
+                                      groups=n).view(n, c, h, w))
+        activated = F.leaky_relu(self.response_norm(torch.cat(responses)), SLOPE, inplace=True)
+        return activated.new_zeros(batch, c, h, w).index_add(0, order // self.filters, activated) / self.filters
+
+
+class RSC(nn.Module):
+    """The compensation of one encoder branch: A2SI block i follows encoder block i."""
+
+    def __init__(self, blocks: int = 1, embed_dim: int = 256, channels: int = 8, filters: int = 4,
+                 sets: int = 4, vectors: int = 32, tau: float = 0.5) -> None:
+        super().__init__()
+        if blocks < 1:
+            raise ValueError(f"an RSC needs at least one A2SI block, got {blocks}")
+        self.blocks = nn.ModuleList(A2SI(embed_dim, channels, filters, sets, vectors, tau) for _ in range(blocks))
+
+    def forward(self, bank: torch.Tensor, task_features: torch.Tensor, x: torch.Tensor, index: int) -> torch.Tensor:
+        return self.blocks[index](bank, task_features, x)
+
+
+class SemanticCompensation(nn.Module):
+    """The trainable part of the closed loop: the shared basis bank and one RSC per encoder branch."""
+
+    def __init__(self, config: RSCConfig = RSCConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.bank = BasisVectorBank(config.sets, config.vectors, config.embed_dim)
+        args = (config.blocks, config.embed_dim, config.channels, config.filters, config.sets, config.vectors,
+                config.tau)
+        self.branches = nn.ModuleDict({"ir": RSC(*args), "vis": RSC(*args)})
+
+    def check(self, base: VFN) -> None:
+        """Raise ValueError unless these blocks fit between the base network's encoder blocks."""
+        layers = base.config.blocks
+        if self.config.blocks > layers - 1:
+            raise ValueError(f"{self.config.blocks} compensation blocks per branch need a base network with at "
+                             f"least {self.config.blocks + 1} encoder blocks (K <= L-1); this one has {layers}")
+        if base.config.channels != self.config.channels:
+            raise ValueError(f"compensation built for {self.config.channels} channels, "
+                             f"base network has {base.config.channels}")
+
+    def hook(self, task_features: torch.Tensor) -> BlockHook:
+        """The ``VFN.encode`` hook that compensates encoder block i < K of each branch."""
+        bank = self.bank()
+
+        def compensate(branch: str, i: int, x: torch.Tensor) -> torch.Tensor:
+            return self.branches[branch](bank, task_features, x, i) if i < self.config.blocks else x
+
+        return compensate

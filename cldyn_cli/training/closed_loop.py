@@ -1,0 +1,237 @@
+"""Closed-loop training of the semantic compensation (`cldyn compensate`), as METHOD.md specifies.
+
+Per step and per task: fuse with the frozen base, let the frozen task network see it (features
+and L_base), fuse again with the compensation, take L_comp, form the reward-penalty loss and keep
+its gradient. The per-task gradients are combined with CAGrad, clipped and applied with Adam.
+Batch order, Gumbel noise and all states are checkpointed, so a resumed run repeats exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from cldyn_cli.checkpoint import RSC_TRAIN_STATE_FORMAT, atomic_save, load_checkpoint, metadata_json
+from cldyn_cli.errors import UserError
+from cldyn_cli.fusion import compensated_y, task_rgb
+from cldyn_cli.models.rsc import RSCConfig, SemanticCompensation
+from cldyn_cli.models.vfn import VFN
+from cldyn_cli.tasks import Batch, TaskBackend
+from cldyn_cli.training.base import batch_indices, optimizer_tensors, restore_optimizer
+from cldyn_cli.training.cagrad import combine
+from cldyn_cli.training.reward import reward_penalty
+
+
+@dataclass
+class TaskEntry:
+    """One downstream task of a compensation run (a `tasks:` item of the YAML config)."""
+
+    plugin: str  # plugin or task name, e.g. "yolo" or "det"
+    data: str  # dataset root in the task's layout
+    weights: Optional[str] = None
+    config: Optional[str] = None
+    feature_layer: Optional[str] = None
+    split: str = "train"
+
+
+@dataclass
+class CompensateConfig:
+    """Hyper-parameters of `cldyn compensate` (METHOD.md's values by default)."""
+
+    tasks: list[TaskEntry] = field(default_factory=list)
+    epochs: int = 50
+    steps: Optional[int] = None  # when set, overrides epochs
+    batch_size: int = 4
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    delta: float = 5.0
+    cagrad_lambda: float = 0.5
+    clip_norm: float = 1.0
+    rsc_blocks: int = 1
+    embed_dim: int = 256
+    filters: int = 4
+    sets: int = 4
+    vectors: int = 32
+    tau: float = 0.5
+    seed: int = 0
+    checkpoint_every: int = 50
+    precision: str = "fp32"
+
+    def rsc_config(self, channels: int) -> RSCConfig:
+        return RSCConfig(blocks=self.rsc_blocks, embed_dim=self.embed_dim, channels=channels, filters=self.filters,
+                         sets=self.sets, vectors=self.vectors, tau=self.tau)
+
+    def hyper(self) -> dict[str, Any]:
+        """Everything but the task list, as recorded in checkpoints."""
+        return {k: v for k, v in asdict(self).items() if k != "tasks"}
+
+
+@dataclass
+class LoadedTask:
+    """A task ready for training: its backend, its dataset and its place in the run."""
+
+    entry: TaskEntry
+    backend: TaskBackend
+    dataset: Any
+
+    def batch(self, index: int, step: int, batch_size: int, seed: int, device: torch.device) -> Batch:
+        """The batch of ``step``: a seeded permutation per epoch, different for every task."""
+        indices = batch_indices(len(self.dataset), batch_size, seed * 7919 + index, step)
+        batch = self.backend.collate([self.dataset[i] for i in indices])
+        return Batch(batch.ir.to(device), batch.vis.to(device), batch.targets, batch.names)
+
+
+@dataclass
+class StepReport:
+    """Per-task losses of one step, for the progress bar and the log."""
+
+    step: int
+    task: str
+    l_comp: float
+    l_base: float
+    penalty: float
+    loss: float
+
+
+StepCallback = Callable[[list[StepReport], int], None]
+
+# Settings that must not change between a run and its resumption.
+_RESUME_KEYS = ("batch_size", "lr", "weight_decay", "delta", "cagrad_lambda", "clip_norm", "rsc_blocks",
+                "embed_dim", "filters", "sets", "vectors", "tau", "seed", "precision")
+
+
+def total_steps(config: CompensateConfig, tasks: list[LoadedTask]) -> int:
+    if config.steps is not None:
+        return config.steps
+    longest = max(len(t.dataset) for t in tasks)
+    return config.epochs * math.ceil(longest / config.batch_size)
+
+
+def _autocast(config: CompensateConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if config.precision == "fp32":
+        return contextlib.nullcontext()
+    if config.precision != "bf16":
+        raise UserError(f"unknown precision {config.precision!r}; use fp32 or bf16")
+    if device.type != "cuda":
+        raise UserError("--precision bf16 needs --device cuda; the CPU path trains in fp32")
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+def task_step(base: VFN, compensation: SemanticCompensation, task: TaskBackend, batch: Batch,
+              delta: float) -> tuple[torch.Tensor, StepReport]:
+    """The reward-penalty loss of one task on one batch (with graph) and its report (without)."""
+    base_y, comp_y = compensated_y(base, compensation, task, batch.ir, batch.vis)
+    with torch.no_grad():
+        l_base = task.loss(task_rgb(base_y, batch.vis), batch.targets)
+    l_comp = task.loss(task_rgb(comp_y, batch.vis), batch.targets)
+    loss = reward_penalty(l_comp, l_base, delta)
+    report = StepReport(0, task.name, l_comp.item(), l_base.item(), (loss - l_comp).item(), loss.item())
+    return loss, report
+
+
+def _flat_grad(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten().float() for g, p in zip(grads, params)])
+
+
+def _assign_grad(flat: torch.Tensor, params: list[torch.nn.Parameter]) -> None:
+    offset = 0
+    for p in params:
+        p.grad = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
+        offset += p.numel()
+
+
+def state_path(output: Path) -> Path:
+    """Where the resumable state of a compensation run writing ``output`` lives."""
+    return output.with_name(output.stem + ".train-state.safetensors")
+
+
+def _save_state(path: Path, compensation: SemanticCompensation, opt: torch.optim.Optimizer, step: int,
+                config: CompensateConfig) -> None:
+    tensors = {f"rsc.{k}": v for k, v in compensation.state_dict().items()}
+    tensors.update(optimizer_tensors(opt))
+    tensors["rng.torch"] = torch.get_rng_state()
+    atomic_save(tensors, path, RSC_TRAIN_STATE_FORMAT, config.hyper(),
+                {"step": step, "tasks": [asdict(t) for t in config.tasks]})
+
+
+def _load_state(path: Path, compensation: SemanticCompensation, opt: torch.optim.Optimizer,
+                config: CompensateConfig) -> int:
+    tensors, metadata = load_checkpoint(path, RSC_TRAIN_STATE_FORMAT)
+    saved = metadata_json(metadata, "config", path)
+    changed = [k for k in _RESUME_KEYS if saved.get(k) != getattr(config, k)]
+    if changed:
+        detail = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
+        raise UserError(f"cannot resume from {path}: it was trained with {detail}; use the same settings")
+    compensation.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("rsc.")})
+    restore_optimizer(opt, tensors)
+    torch.set_rng_state(tensors["rng.torch"])
+    return int(metadata_json(metadata, "step", path))
+
+
+def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config: CompensateConfig,
+                       device: torch.device, resume: bool = False,
+                       on_step: Optional[StepCallback] = None) -> SemanticCompensation:
+    """Train the bank and both RSCs against ``tasks`` with ``base`` and the task networks frozen."""
+    if not tasks:
+        raise UserError("no tasks to compensate for; give --plugin or a config with a tasks: list")
+    base = base.to(device).eval().requires_grad_(False)
+    torch.manual_seed(config.seed)
+    compensation = SemanticCompensation(config.rsc_config(base.config.channels))
+    try:
+        compensation.check(base)
+    except ValueError as exc:
+        raise UserError(f"{exc}; lower --rsc-blocks") from None
+    compensation = compensation.to(device).train()
+    params = [p for p in compensation.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    total = total_steps(config, tasks)
+    step = 0
+    checkpoint = state_path(output)
+    if resume:
+        if not checkpoint.exists():
+            raise UserError(f"--resume given but {checkpoint} does not exist; run without --resume first")
+        step = _load_state(checkpoint, compensation, opt, config)
+    while step < total:
+        grads, reports = [], []
+        for index, task in enumerate(tasks):
+            batch = task.batch(index, step, config.batch_size, config.seed, device)
+            with _autocast(config, device):
+                loss, report = task_step(base, compensation, task.backend, batch, config.delta)
+            grads.append(_flat_grad(loss, params))
+            report.step = step + 1
+            reports.append(report)
+        _assign_grad(combine(torch.stack(grads), config.cagrad_lambda), params)
+        torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        if step % config.checkpoint_every == 0 or step == total:
+            _save_state(checkpoint, compensation, opt, step, config)
+        if on_step is not None:
+            on_step(reports, total)
+    return compensation.eval()
+
+
+def load_tasks(entries: list[TaskEntry], device: torch.device) -> list[LoadedTask]:
+    """Resolve each entry's plugin, load its frozen network and its training split."""
+    from cldyn_cli.plugins import get_task
+    from cldyn_cli.tasks import TaskOptions
+
+    loaded = []
+    for entry in entries:
+        spec = get_task(entry.plugin)
+        options = TaskOptions(weights=Path(entry.weights) if entry.weights else None,
+                              config=Path(entry.config) if entry.config else None,
+                              device=device, feature_layer=entry.feature_layer)
+        backend = spec.load(options)
+        dataset = backend.dataset(Path(entry.data), entry.split)
+        if len(dataset) == 0:
+            raise UserError(f"task {spec.name!r}: no samples in split {entry.split!r} of {entry.data}")
+        loaded.append(LoadedTask(entry, backend, dataset))
+    return loaded
