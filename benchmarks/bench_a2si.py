@@ -18,26 +18,28 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_a2si import reference_a2si  # noqa: E402
+from reference_a2si import reference_a2si, reference_respond  # noqa: E402
 
 from cldyn_cli.models.rsc import A2SI, BasisVectorBank, conv1d_mean  # noqa: E402
 
 
-def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Best seconds per call after one warm-up call (the least disturbed by other load)."""
+def timed(fns: list[Callable[[], object]], repeats: int, device: torch.device) -> list[float]:
+    """Best seconds per call of each function after a warm-up; the calls alternate, so that
+    other load on the machine disturbs all of them alike."""
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    best = [float("inf")] * len(fns)
+    for round_ in range(repeats + 1):
+        for k, fn in enumerate(fns):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            if round_:
+                best[k] = min(best[k], time.perf_counter() - start)
+    return best
 
 
 def a2si_flops(batch: int, size: int, task_len: int, c: int = 8, e: int = 256, m: int = 4) -> float:
@@ -85,16 +87,21 @@ def main() -> None:
             return lambda: fn().square().mean().backward()
 
         block.eval()
+        seq = task.reshape(batch, 1, -1)
         with torch.no_grad():
-            conv_s = timed(lambda: F.conv2d(wide_in, wide_w, padding=1), args.repeats, device)
-            eval_vec = timed(lambda: block(bank, task, x), args.repeats, device)
-            eval_ref = timed(lambda: reference_a2si(block, bank, task, x), args.repeats, device)
-            seq = task.reshape(batch, 1, -1)
-            emb_fused = timed(lambda: conv1d_mean(seq, block.query_task), args.repeats, device)
-            emb_plain = timed(lambda: block.query_task(seq).mean(-1), args.repeats, device)
+            conv_s, eval_vec, eval_ref = timed([lambda: F.conv2d(wide_in, wide_w, padding=1),
+                                                lambda: block(bank, task, x),
+                                                lambda: reference_a2si(block, bank, task, x)], args.repeats, device)
+            emb_fused, emb_plain = timed([lambda: conv1d_mean(seq, block.query_task),
+                                          lambda: block.query_task(seq).mean(-1)], args.repeats, device)
+            types = torch.randint(0, 4, (batch, 4), device=device)  # a mix of kernel types
+            vectors = torch.randn(batch, 4, 256, device=device)
+            slots_vec, slots_ref = timed([lambda: block.respond(x, types, vectors),
+                                          lambda: reference_respond(block, x, types, vectors)], args.repeats, device)
         block.train()
-        train_vec = timed(train_step(lambda: block(bank, task, x)), args.repeats, device)
-        train_ref = timed(train_step(lambda: reference_a2si(block, bank, task, x)[0]), args.repeats, device)
+        train_vec, train_ref = timed([train_step(lambda: block(bank, task, x)),
+                                      train_step(lambda: reference_a2si(block, bank, task, x)[0])],
+                                     args.repeats, device)
 
         conv_gflops = 2.0 * batch * args.size ** 2 * 64 * 128 * 9 / conv_s / 1e9
         a2si_gflops = a2si_flops(batch, args.size, task_len) / eval_vec / 1e9
@@ -102,8 +109,9 @@ def main() -> None:
               f"speedup {eval_ref / eval_vec:5.2f}x")
         print(f"      train fwd+bwd  batched {train_vec * 1e3:8.1f} ms  loop {train_ref * 1e3:8.1f} ms  "
               f"speedup {train_ref / train_vec:5.2f}x")
-        print(f"      of which query task embedding (eval): fused {emb_fused * 1e3:.1f} ms, "
-              f"plain Conv1d {emb_plain * 1e3:.1f} ms")
+        print(f"      parts (eval): query task embedding fused {emb_fused * 1e3:.1f} ms, plain Conv1d "
+              f"{emb_plain * 1e3:.1f} ms; slot convolutions batched {slots_vec * 1e3:.1f} ms, "
+              f"loop {slots_ref * 1e3:.1f} ms ({slots_ref / slots_vec:.2f}x)")
         print(f"      A2SI {a2si_gflops:6.1f} GFLOP/s vs plain 64->128 conv {conv_gflops:6.1f} GFLOP/s "
               f"({a2si_gflops / conv_gflops:.0%})")
 

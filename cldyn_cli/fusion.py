@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cldyn_cli.colour import luminance, recombine
-from cldyn_cli.models.vfn import VFN, BlockHook
+from cldyn_cli.models.vfn import VFN, BlockHook, fold_batchnorm
 
 if TYPE_CHECKING:
     from cldyn_cli.models.rsc import SemanticCompensation
@@ -62,7 +62,7 @@ class Fuser:
 
     def __init__(self, model: VFN, device: torch.device, tile: Optional[int] = None,
                  auto_tile_pixels: int = AUTO_TILE_PIXELS) -> None:
-        self.model = model.to(device).eval()
+        self.model = fold_batchnorm(model).to(device)
         self.device = device
         self.tile = tile
         self.auto_tile_pixels = auto_tile_pixels

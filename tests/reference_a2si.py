@@ -15,7 +15,7 @@ from cldyn_cli.models.rsc import A2SI
 def reference_a2si(block: A2SI, bank: torch.Tensor, task_features: torch.Tensor,
                    x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The compensated features and the chosen kernel type of every slot (B, M)."""
-    batch, c = x.shape[:2]
+    batch = x.shape[0]
     m_slots, (sets, n_vectors, embed) = block.filters, bank.shape
     task = task_features.reshape(batch, 1, -1)
 
@@ -42,20 +42,24 @@ def reference_a2si(block: A2SI, bank: torch.Tensor, task_features: torch.Tensor,
             similarity = F.cosine_similarity(q[b:b + 1], bank[t].detach(), dim=-1)
             for m, v in zip(slots, similarity.topk(len(slots)).indices.tolist()):
                 chosen[m] = set_bank[b, m, v]  # through the slot's own one-hot
-        vectors.append(chosen)
+        vectors.append(torch.stack(chosen))
 
-    # 3. Dynamic kernels, one convolution per sample and slot.
+    # 3 and 4: dynamic kernels and injection.
+    return x + block.inject(reference_respond(block, x, types, torch.stack(vectors))), types
+
+
+def reference_respond(block: A2SI, x: torch.Tensor, types: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """Step 3, one convolution per sample and slot: the mean of the slots' activated responses."""
+    batch, c = x.shape[:2]
     responses = []
     for b in range(batch):
-        for m in range(m_slots):
+        for m in range(block.filters):
             t = int(types[b, m])
             if t == 0:
-                weight = block.kernel_1x1(vectors[b][m]).view(c, c, 1, 1)
+                weight = block.kernel_1x1(vectors[b, m]).view(c, c, 1, 1)
                 responses.append(F.conv2d(x[b:b + 1], weight))
             else:
-                weight = block.kernel_3x3(vectors[b][m]).view(c, c, 3, 3)
+                weight = block.kernel_3x3(vectors[b, m]).view(c, c, 3, 3)
                 responses.append(F.conv2d(x[b:b + 1], weight, padding=t, dilation=t))
-    average = F.leaky_relu(block.response_norm(torch.cat(responses)), 0.2).view(batch, m_slots, *x.shape[1:]).mean(1)
-
-    # 4. Injection.
-    return x + block.inject(average), types
+    activated = F.leaky_relu(block.response_norm(torch.cat(responses)), 0.2)
+    return activated.view(batch, block.filters, *x.shape[1:]).mean(1)

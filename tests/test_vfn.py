@@ -3,7 +3,7 @@
 import torch
 
 from cldyn_cli.models.convert import authors_name_to_ours, convert_authors_state_dict, count_blocks
-from cldyn_cli.models.vfn import VFN, VFNConfig, spatial_gradient_magnitude
+from cldyn_cli.models.vfn import VFN, VFNConfig, fold_batchnorm, spatial_gradient_magnitude
 
 
 def test_any_size_keeps_shape_and_range() -> None:
@@ -53,3 +53,18 @@ def test_a_model_with_authors_names_loads_after_conversion() -> None:
     assert set(converted) == set(ours)
     assert count_blocks(converted) == 4
     VFN().load_state_dict(converted)
+
+
+def test_folding_batchnorm_keeps_the_output() -> None:
+    torch.manual_seed(0)
+    model = VFN(VFNConfig(blocks=2)).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x, y = torch.rand(1, 1, 30, 40), torch.rand(1, 1, 30, 40)
+    with torch.no_grad():
+        assert torch.allclose(model(x, y), folded(x, y), atol=1e-5)

@@ -163,14 +163,17 @@ def _csv_text(methods: list[str], images: list[str], values: list[dict[str, dict
 
 @user_errors
 def evaluate(
-    ir: Annotated[Path, typer.Argument(help="Infrared image, or a folder of them (sub-folders included).")],
-    vis: Annotated[Path, typer.Argument(help="Visible image, or a folder whose files match IR's by name.")],
+    ir: Annotated[Path, typer.Argument(metavar="IR", help="Infrared image, or a folder of them (sub-folders "
+                                       "included).")],
+    vis: Annotated[Path, typer.Argument(metavar="VIS", help="Visible image, or a folder whose files match IR's "
+                                        "by name.")],
     fused_args: Annotated[Optional[list[Path]], typer.Argument(
         metavar="FUSED...", help="Fused image or folder, one per method to compare (files matched by name).",
         show_default=False)] = None,
     fused_opts: Annotated[Optional[list[Path]], typer.Option(
         "--fused", help="Another fused folder (or file) to compare; repeatable.", show_default=False)] = None,
     convention: Annotated[str, typer.Option(
+        metavar="vifb|cddfuse",
         help="Metric convention: vifb (VIFB's MATLAB code) or cddfuse (CDDFuse's Evaluator.py); "
              "see docs/metrics.md.")] = DEFAULT_CONVENTION,
     metrics: Annotated[Optional[str], typer.Option(
@@ -189,8 +192,8 @@ def evaluate(
     """Score fused images with fusion-quality metrics (8-bit grey, visible as luminance).
 
     Pairs IR, VIS and fused files by name; several fused folders compare methods side by side.
-    Prints mean and standard deviation over images per metric; outputs (--json, --csv, --report)
-    are written only when every image was evaluated.
+
+    Prints mean and std over images per metric; --json, --csv and --report appear only when every image succeeded.
     """
     if convention not in CONVENTIONS:
         raise UserError(f"unknown --convention {convention!r}; use one of {', '.join(CONVENTIONS)}")

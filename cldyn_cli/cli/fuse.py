@@ -89,11 +89,14 @@ def base_fusion(fuser: Fuser) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
 def task_fusion(task: str, rsc: Path, options: TaskOptions, sample: bool, seed: int
                 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Fusion compensated for ``task``: the loaded compensation, its base and the task network."""
+    spec = get_task(task)
     compensation, base, metadata = load_compensation(rsc, options.device)
     trained_for = {t.get("task"): t for t in metadata_json(metadata, "tasks", rsc)}
-    if options.feature_layer is None and trained_for.get(get_task(task).name):
-        options.feature_layer = trained_for[get_task(task).name].get("feature_layer")
-    backend = get_task(task).load(options)
+    if spec.name not in trained_for:
+        typer.echo(f"warning: {rsc} was trained for {', '.join(map(str, trained_for))}, not {spec.name}", err=True)
+    elif options.feature_layer is None:
+        options.feature_layer = trained_for[spec.name].get("feature_layer")
+    backend = spec.load(options)
     for block in compensation.modules():
         if isinstance(block, A2SI):
             block.sample = sample

@@ -3,8 +3,10 @@
 Kept free of torch and of the CLI so that worker processes start quickly.
 
 Grey levels: infrared uses its first channel; visible and fused RGB images become luminance
-Y = 0.299 R + 0.587 G + 0.114 B (BT.601), computed in float64 from the decoded [0, 1] values;
-every image is then quantised to 8 bits as floor(255 x + 0.5) (round half up), 16-bit files included.
+Y = 0.299 R + 0.587 G + 0.114 B (BT.601); every image is quantised to 8 bits as floor(255 x + 0.5),
+i.e. halves round up (for 8-bit RGB computed exactly in integers; 16-bit files in float64).
+CDDFuse's cv2 conversion rounds halves to even and VIFB's rgb2gray uses 0.2989/0.5870/0.1140, so
+their grey levels can differ by one from ours on a few pixels of colour images.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from cldyn_cli.data.pairs import find_pairs
 from cldyn_cli.errors import UserError
 from cldyn_cli.metrics import HIGHER_IS_BETTER, compute_all
 
-GRAYSCALE_NOTE = ("IR: first channel; VIS and fused RGB: Y = 0.299R + 0.587G + 0.114B in float64; "
-                  "8-bit as floor(255*x + 0.5)")
+GRAYSCALE_NOTE = ("IR: first channel; VIS and fused RGB: Y = 0.299R + 0.587G + 0.114B (BT.601); "
+                  "8-bit as floor(255*x + 0.5), i.e. halves round up (exact integer arithmetic for 8-bit RGB)")
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -38,9 +40,20 @@ class Job:
 
 
 def luminance8(img: np.ndarray) -> np.ndarray:
-    """8-bit grey of a decoded [0, 1] image: BT.601 Y for RGB, the image itself for gray."""
-    y = img.astype(np.float64) @ _LUMA if img.ndim == 3 else img.astype(np.float64)
-    return to_uint8(y)
+    """8-bit grey of a decoded [0, 1] image: BT.601 Y for RGB, the image itself for gray.
+
+    RGB holding 8-bit codes (every value a multiple of 1/255) uses exact integer arithmetic,
+    Y = floor((299 R + 587 G + 114 B + 500) / 1000), so halves round up without float noise;
+    other RGB (16-bit files) uses floor(255 (0.299 R + 0.587 G + 0.114 B) + 0.5) in float64.
+    """
+    if img.ndim != 3:
+        return to_uint8(img)
+    codes = img.astype(np.float64) * 255.0
+    rounded = np.rint(codes)
+    if np.all(np.abs(codes - rounded) < 1e-3):
+        weighted = rounded.astype(np.int64) @ np.array([299, 587, 114], dtype=np.int64)
+        return ((weighted + 500) // 1000).astype(np.uint8)
+    return to_uint8(img.astype(np.float64) @ _LUMA)
 
 
 def method_names(paths: list[Path]) -> list[str]:

@@ -90,7 +90,7 @@ def sum_of_correlations_of_differences(a, b, f, convention: str | Convention = D
 def psnr(a, b, f, convention: str | Convention = DEFAULT_CONVENTION) -> float:
     """PSNR, peak signal-to-noise ratio of the fused image against the sources, in dB. Higher is better.
 
-    cddfuse: MSE = (mean (A - F)^2 + mean (B - F)^2) / 2, PSNR = 10 log10(max(F)^2 / MSE)
+    Convention: cddfuse: MSE = (mean (A - F)^2 + mean (B - F)^2) / 2, PSNR = 10 log10(max(F)^2 / MSE)
     (the peak is the fused image's maximum, not 255).
     vifb: e(X) = sqrt(sum (X - F)^2) / (H W) (VIFB's ``mse`` helper divides the root of the sum of
     squares by the pixel count, i.e. it is RMSE / sqrt(HW), not the MSE), E = (e(A) + e(B)) / 2,

@@ -15,7 +15,7 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f3f3f3; } td.name, th.name { text-align: left; }
+th { background: #f3f3f3; } td.name, th.name { text-align: left; white-space: nowrap; }
 td.best { background: #d9f2d9; font-weight: bold; }
 img { display: block; max-width: 200px; }
 .strip td { vertical-align: top; text-align: center; }

@@ -1,0 +1,125 @@
+"""The closed loop end to end with the built-in toyseg task: identity at start, learning,
+held-out improvement over the base, exact resume, and the CLI commands."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cldyn_cli.builtin_tasks.toyseg import ToySegConfig, save_toyseg, train_toyseg
+from cldyn_cli.cli import app
+from cldyn_cli.data.synth import CLASSES, write_dataset
+from cldyn_cli.fusion import compensated_y, task_rgb
+from cldyn_cli.models.loading import load_compensation, load_vfn, save_vfn
+from cldyn_cli.models.rsc import SemanticCompensation
+from cldyn_cli.models.vfn import VFN, VFNConfig
+from cldyn_cli.plugins import get_task
+from cldyn_cli.tasks import TaskOptions
+from cldyn_cli.training.closed_loop import CompensateConfig, TaskEntry, load_tasks, train_compensation
+
+SMALL = dict(embed_dim=32, vectors=8, batch_size=4, checkpoint_every=4)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """Synthetic FMB scenes, a trained toyseg network and a base model (the shipped one)."""
+    root = tmp_path_factory.mktemp("loop")
+    write_dataset(root / "fmb", n=20, width=48, height=32, seed=5, layout="fmb")
+    state = train_toyseg(root / "fmb", steps=60, seed=0, num_classes=len(CLASSES))
+    save_toyseg(state, root / "seg.safetensors", ToySegConfig(num_classes=len(CLASSES)))
+    base, _ = load_vfn()
+    save_vfn(base, root / "base.safetensors", {"note": "copy of the shipped model"})
+    return {"root": root, "data": root / "fmb", "seg": root / "seg.safetensors", "base": root / "base.safetensors"}
+
+
+def config(world: dict[str, Path], **changes) -> CompensateConfig:
+    entry = TaskEntry(plugin="toyseg", data=str(world["data"]), weights=str(world["seg"]))
+    return replace(CompensateConfig(tasks=[entry], **SMALL), **changes)
+
+
+def held_out_losses(world, compensation: SemanticCompensation) -> tuple[float, float]:
+    """(base, compensated) task loss over the test split."""
+    base, _ = load_vfn(world["base"])
+    task = get_task("toyseg").load(TaskOptions(weights=world["seg"]))
+    data = task.dataset(world["data"], "test")
+    batch = task.collate([data[i] for i in range(len(data))])
+    with torch.no_grad():
+        base_y, comp_y = compensated_y(base, compensation.eval(), task, batch.ir, batch.vis)
+        return (float(task.loss(task_rgb(base_y, batch.vis), batch.targets)),
+                float(task.loss(task_rgb(comp_y, batch.vis), batch.targets)))
+
+
+def test_fresh_compensation_equals_the_base(world) -> None:
+    torch.manual_seed(0)
+    base_loss, comp_loss = held_out_losses(world, SemanticCompensation(config(world).rsc_config(8)))
+    assert base_loss == comp_loss
+
+
+def test_training_lowers_the_held_out_task_loss_below_the_base(world) -> None:
+    cfg = config(world, steps=30)
+    base, _ = load_vfn(world["base"])
+    compensation = train_compensation(base, load_tasks(cfg.tasks, torch.device("cpu")),
+                                      world["root"] / "a.safetensors", cfg, torch.device("cpu"))
+    base_loss, comp_loss = held_out_losses(world, compensation)
+    assert comp_loss < base_loss
+
+
+def test_killed_run_resumes_to_identical_weights(world) -> None:
+    cfg = config(world, steps=6)
+    tasks = load_tasks(cfg.tasks, torch.device("cpu"))
+    base, _ = load_vfn(world["base"])
+    straight = train_compensation(base, tasks, world["root"] / "s.safetensors", cfg, torch.device("cpu"))
+
+    def kill_at_6(reports, total) -> None:
+        if reports[0].step == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_compensation(base, tasks, world["root"] / "k.safetensors", cfg, torch.device("cpu"), on_step=kill_at_6)
+    resumed = train_compensation(base, tasks, world["root"] / "k.safetensors", cfg, torch.device("cpu"), resume=True)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_too_many_blocks_for_the_base_is_a_user_error(world, tmp_path: Path) -> None:
+    save_vfn(VFN(VFNConfig(blocks=2)), tmp_path / "b2.safetensors", {})
+    cfg = config(world, steps=1, rsc_blocks=2)
+    base, _ = load_vfn(tmp_path / "b2.safetensors")
+    with pytest.raises(Exception, match="K <= L-1"):
+        train_compensation(base, load_tasks(cfg.tasks, torch.device("cpu")), tmp_path / "x.safetensors", cfg,
+                           torch.device("cpu"))
+
+
+def test_cli_compensate_then_fuse_with_the_task(world, tmp_path: Path) -> None:
+    (tmp_path / "small.yaml").write_text("embed_dim: 32\nvectors: 8\n")
+    result = runner.invoke(app, ["compensate", "--plugin", "toyseg", "--data", str(world["data"]),
+                                 "--task-weights", str(world["seg"]), "--base", str(world["base"]),
+                                 "--config", str(tmp_path / "small.yaml"), "--steps", "3", "--batch-size", "2",
+                                 "-o", str(tmp_path / "rsc.safetensors"), "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    log = (tmp_path / "rsc.log.csv").read_text().splitlines()
+    assert log[0] == "step,task,l_comp,l_base,penalty,loss" and len(log) == 4
+    compensation, base, meta = load_compensation(tmp_path / "rsc.safetensors")
+    assert '"task": "toyseg"' in meta["tasks"] and compensation.config.embed_dim == 32
+    test_dir = world["data"] / "test"
+    result = runner.invoke(app, ["fuse", str(test_dir / "Infrared"), str(test_dir / "Visible"), "--task", "toyseg",
+                                 "--rsc", str(tmp_path / "rsc.safetensors"), "--task-weights", str(world["seg"]),
+                                 "-o", str(tmp_path / "out"), "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out").glob("*.png"))) == 4
+
+
+def test_cli_refuses_rsc_without_task_and_unknown_tasks(world, tmp_path: Path) -> None:
+    test_dir = world["data"] / "test"
+    args = ["fuse", str(test_dir / "Infrared"), str(test_dir / "Visible"), "-o", str(tmp_path / "o"), "--quiet"]
+    result = runner.invoke(app, [*args, "--rsc", str(world["seg"])])
+    assert result.exit_code == 2 and "--task and --rsc go together" in result.output
+    result = runner.invoke(app, [*args, "--task", "nosuch", "--rsc", str(world["seg"])])
+    assert result.exit_code == 2 and "unknown task 'nosuch'" in result.output
+    result = runner.invoke(app, ["compensate", "--plugin", "toyseg", "-o", str(tmp_path / "r.safetensors")])
+    assert result.exit_code == 2 and "--plugin and --data go together" in result.output
