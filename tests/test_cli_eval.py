@@ -173,11 +173,13 @@ def test_unreadable_image(dataset: dict, tmp_path: Path) -> None:
     _fails_cleanly(result, out, "s2.png")
 
 
-def test_truncated_image_fails_during_evaluation(dataset: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_truncated_image_fails_during_evaluation(dataset: dict, tmp_path: Path, workers: str) -> None:
     path = dataset["root"] / "m1" / "s2.png"
     path.write_bytes(path.read_bytes()[:200])  # the header reads, the pixels do not
     out = tmp_path / "out"
-    result = run(*paths(dataset, "ir", "vis", "m1"), "--json", str(out / "r.json"))
+    result = runner.invoke(app, ["eval", *paths(dataset, "ir", "vis", "m1"), "--quiet", "--workers", workers,
+                                 "--json", str(out / "r.json"), "--report", str(out / "rep")])
     _fails_cleanly(result, out, "s2.png")
 
 

@@ -68,6 +68,16 @@ def _write_all(outputs: dict[Path, str]) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """fork where available: workers start at once and only run numpy/scipy (no torch, no OpenMP).
+
+    forkserver and spawn re-import the main module in every worker, which for the `cldyn` script
+    means importing torch: seconds per worker. Elsewhere (macOS, Windows) spawn it is.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
 def _run_jobs(jobs: list[Job], convention: str, metrics: list[str], thumbs: bool, workers: int,
               quiet: bool) -> list[dict]:
     """Evaluate every job, in worker processes when workers > 1; any failure stops the run."""
@@ -75,14 +85,13 @@ def _run_jobs(jobs: list[Job], convention: str, metrics: list[str], thumbs: bool
     results: list[dict | None] = [None] * len(jobs)
     with progress(quiet) as bar:
         task = bar.add_task("evaluating", total=len(jobs), status="")
-        if workers <= 1 or len(jobs) == 1:
+        workers = min(workers, len(jobs))
+        if workers <= 1:
             for i, job in enumerate(jobs):
                 results[i] = evaluate_job(job, convention, metrics, size)
                 bar.update(task, advance=1, status=job.name)
             return results  # type: ignore[return-value]
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
             futures = {pool.submit(evaluate_job, job, convention, metrics, size): i for i, job in enumerate(jobs)}
             pending = set(futures)
             while pending:
