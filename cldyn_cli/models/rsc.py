@@ -221,9 +221,7 @@ class SemanticCompensation(nn.Module):
         super().__init__()
         self.config = config
         self.bank = BasisVectorBank(config.sets, config.vectors, config.embed_dim)
-        args = (config.blocks, config.embed_dim, config.channels, config.filters, config.sets, config.vectors,
-                config.tau)
-        self.branches = nn.ModuleDict({"ir": RSC(*args), "vis": RSC(*args)})
+        self.branches = nn.ModuleDict({"ir": RSC(**config.to_dict()), "vis": RSC(**config.to_dict())})
 
     def check(self, base: VFN) -> None:
         """Raise ValueError unless these blocks fit between the base network's encoder blocks."""
