@@ -6,8 +6,6 @@ Only tensors and strings are stored, so loading never unpickles anything. Every 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from cldyn_cli import __version__
 from cldyn_cli.errors import UserError
+from cldyn_cli.outputs import atomic_path
 
 BASE_FORMAT = "cldyn.vfn"
 TRAIN_STATE_FORMAT = "cldyn.vfn.train-state"
@@ -27,18 +26,11 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, fmt: str, config: 
     """Write tensors plus metadata to ``path`` via a temporary file in the same folder."""
     if path.is_dir():
         raise UserError(f"output {path} is a folder; give a file name such as {path / 'model.safetensors'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": fmt, "cldyn_version": __version__, "config": json.dumps(config, sort_keys=True)}
     for key, value in (extra or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -51,3 +51,27 @@ def all_or_nothing(out: Path) -> Iterator[Path]:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
+
+
+def current_umask() -> int:
+    """The process umask (temporary files are created 0600; finished files get the usual mode)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` that replaces it only if the block succeeds.
+
+    Readers never see a half-written file, and a failure leaves no temporary file behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from cldyn_cli.cli.common import Quiet, progress, user_errors
 from cldyn_cli.errors import UserError
+from cldyn_cli.outputs import current_umask
 from cldyn_cli.metrics import CONVENTIONS, DEFAULT_CONVENTION, HIGHER_IS_BETTER, parse_metric_names
 from cldyn_cli.metrics.conventions import get_convention, metric_notes
 from cldyn_cli.metrics.evaluate import (GRAYSCALE_NOTE, Job, Summary, best_methods, build_jobs, evaluate_job,
@@ -42,12 +43,6 @@ def _check_report_dir(path: Path | None) -> None:
         raise UserError(f"--report {path} is a file; give a folder (index.html is written into it)")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write_all(outputs: dict[Path, str]) -> None:
     """Write every output to a temporary file beside it, then move them all into place."""
     staged: list[tuple[Path, Path]] = []
@@ -58,7 +53,7 @@ def _write_all(outputs: dict[Path, str]) -> None:
             staged.append((Path(tmp), path))
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
                 fh.write(text)
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~current_umask())
         for tmp, path in staged:
             os.replace(tmp, path)
     except OSError as exc:

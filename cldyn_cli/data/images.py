@@ -5,14 +5,13 @@ Thermal cameras write 16-bit files, so bit depth is honoured: 8-bit scales by 25
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cldyn_cli.errors import UserError
+from cldyn_cli.outputs import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -78,18 +77,13 @@ def read_infrared(path: Path) -> np.ndarray:
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
-    """Round a [0, 1] float image to 8-bit."""
+    """Round a [0, 1] float image to 8-bit (8-bit arrays, e.g. class masks, pass unchanged)."""
+    if img.dtype == np.uint8:
+        return img
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def write_png(img: np.ndarray, path: Path) -> None:
+def write_png(img: np.ndarray, path: Path, compress_level: int = 6) -> None:
     """Write an 8-bit PNG atomically: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(to_uint8(img)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        Image.fromarray(to_uint8(img)).save(tmp, format="PNG", compress_level=compress_level)

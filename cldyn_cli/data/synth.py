@@ -9,15 +9,13 @@ spots exist only in infrared. Everything is vectorised numpy and depends only on
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from cldyn_cli.data.images import write_png
 from cldyn_cli.errors import UserError
 
 CLASSES = ("background", "person", "car", "bus", "motorcycle", "lamp", "truck")
@@ -527,17 +525,8 @@ def _rear_car(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, aspect: fl
 
 
 def _save(arr: np.ndarray, path: Path) -> None:
-    """8-bit PNG written atomically ("L" for 2-D arrays, RGB for 3-D); floats in [0, 1] are scaled."""
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(arr).save(tmp, format="PNG", compress_level=3)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """8-bit PNG ("L" for 2-D arrays, RGB for 3-D); fast compression, since datasets are large."""
+    write_png(arr, path, compress_level=3)
 
 
 def _yolo(boxes: list[tuple[int, float, float, float, float]]) -> str:

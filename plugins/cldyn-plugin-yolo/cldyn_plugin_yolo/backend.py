@@ -1,0 +1,92 @@
+"""The det task backend: a frozen Ultralytics detector seen through cldyn's task contract.
+
+Features: the activation of ``feature_layer`` (default: the deepest neck output feeding the Detect
+head, see :func:`loading.default_feature_layer`) on the letterboxed fused RGB image.
+
+Loss: Ultralytics' own detection criterion (``model.init_criterion()``: ``v8DetectionLoss``, or
+``E2ELoss`` for end-to-end heads) with the model's ``box``/``cls``/``dfl`` gains. The network stays
+in eval mode: BatchNorm uses its running statistics, and Ultralytics' Detect head returns
+``(decoded, raw)`` in eval mode, whose raw part is what the criterion takes (this is how
+Ultralytics computes validation loss). Parameters are frozen; gradients reach only the image. The
+scalar is the sum of the gained box, cls and dfl terms averaged over the batch (what Ultralytics
+logs as ``box_loss + cls_loss + dfl_loss``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+
+from cldyn_cli.tasks import Batch, FeatureTap, Sample, TaskBackend, TaskOptions, find_module, freeze
+
+from cldyn_plugin_yolo import data
+from cldyn_plugin_yolo.evaluation import DetectionScorer
+from cldyn_plugin_yolo.loading import Detector, default_feature_layer, load_detector
+
+
+class YoloBackend(TaskBackend):
+    """A frozen Ultralytics detector as the closed loop's ``det`` task."""
+
+    name = "det"
+
+    def __init__(self, detector: Detector, feature_layer: str | None = None,
+                 device: torch.device = torch.device("cpu")) -> None:
+        self.detector = detector
+        self.model = freeze(detector.model).to(device)
+        self.feature_layer = feature_layer or default_feature_layer(self.model)
+        find_module(self.model, self.feature_layer)  # a wrong --feature-layer fails now, not mid-training
+        self.device = device
+        self.names = detector.names
+        self.imgsz, self.stride, self.rect = detector.imgsz, detector.stride, detector.rect
+        self.criterion = self.model.init_criterion()  # built after .to(device): it keeps the device
+
+    # -- images -------------------------------------------------------------------------------------
+
+    def prepare(self, fused_rgb: Tensor) -> tuple[Tensor, data.Geometry]:
+        """Letterbox a fused batch the way the dataset does (a no-op on dataset batches)."""
+        geometry = data.letterbox_geometry(*fused_rgb.shape[-2:], self.imgsz, self.stride, self.rect)
+        return data.letterbox(fused_rgb, geometry), geometry
+
+    def _targets(self, targets: dict[str, Tensor], geometry: data.Geometry) -> dict[str, Tensor]:
+        boxes = targets["bboxes"].to(self.device, torch.float32)
+        return {"batch_idx": targets["batch_idx"].to(self.device, torch.float32).view(-1),
+                "cls": targets["cls"].to(self.device, torch.float32).view(-1, 1),
+                "bboxes": data.letterbox_boxes(boxes, geometry)}
+
+    # -- the contract -------------------------------------------------------------------------------
+
+    def features(self, fused_rgb: Tensor) -> Tensor:
+        images, _ = self.prepare(fused_rgb.to(self.device))
+        with FeatureTap(self.model, self.feature_layer) as tap:
+            self.model(images)
+        return tap.output
+
+    def loss(self, fused_rgb: Tensor, targets: dict[str, Tensor]) -> Tensor:
+        images, geometry = self.prepare(fused_rgb.to(self.device))
+        predictions = self.model(images)  # eval mode: (decoded, raw); the criterion takes the raw part
+        total, _items = self.criterion(predictions, self._targets(targets, geometry))
+        return total.sum() / images.shape[0]
+
+    def dataset(self, root: Path, split: str) -> data.DetectionDataset:
+        return data.DetectionDataset(Path(root), split, len(self.names), self.imgsz, self.stride, self.rect)
+
+    def collate(self, samples: list[Sample]) -> Batch:
+        return data.collate(samples)
+
+    @torch.no_grad()
+    def evaluate(self, fused_batches: Iterable[tuple[Tensor, Any]]) -> dict[str, float]:
+        scorer = DetectionScorer(self.names, self.detector.conf, self.detector.iou, self.detector.max_det,
+                                 end2end=bool(getattr(self.model, "end2end", False)))
+        for fused, targets in fused_batches:
+            images, geometry = self.prepare(fused.to(self.device))
+            scorer.add(self.model(images), self._targets(targets, geometry), tuple(images.shape[-2:]))
+        return scorer.results()
+
+
+def load(options: TaskOptions) -> YoloBackend:
+    """``TaskSpec.load``: the detector from ``--task-weights``/``--task-config`` on ``options.device``."""
+    detector = load_detector(options.weights, options.config)
+    return YoloBackend(detector, options.feature_layer, options.device)

@@ -1,0 +1,147 @@
+"""`cldyn yolo ...`: train a detector with Ultralytics' own trainer, offline; score fused images.
+
+- ``cldyn yolo train DATA.yaml -o best.pt``: ``YOLO(model).train(...)`` with plots, AMP checks and
+  everything that could reach the network switched off, runs under ``$CLDYN_YOLO_DIR/runs/train``.
+- ``cldyn yolo eval FUSED --labels DIR --task-weights best.pt``: mAP@0.5, mAP@0.5:0.95 and per-class
+  AP of a detector on a folder of fused images (any detector: the one the compensation was trained
+  with, or another one for the cross-detector check).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cldyn_cli.cli.common import Device, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.errors import UserError
+from cldyn_cli.tasks import TaskOptions
+
+app = typer.Typer(help="Ultralytics YOLO tools of the det task: train a detector offline, score fused images.",
+                  no_args_is_help=True)
+
+
+def _ultralytics_device(device: torch.device) -> str:
+    if device.type == "cpu":
+        return "cpu"
+    return str(device.index or 0)
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@app.command("train")
+@user_errors
+def train(
+    data: Annotated[Path, typer.Argument(help="Ultralytics dataset YAML (path: absolute, train:, val:, names:).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to copy the best weights (.pt).")],
+    model: Annotated[str, typer.Option(help="Model YAML (e.g. yolov8n.yaml, yolo11n.yaml: trained from scratch) "
+                                       "or a local .pt to fine-tune.")] = "yolov8n.yaml",
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 10,
+    imgsz: Annotated[int, typer.Option(min=32, help="Training image size (a multiple of 32).")] = 320,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 8,
+    seed: Annotated[int, typer.Option(help="Random seed (Ultralytics' deterministic mode).")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes.")] = 0,
+    patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without improvement.")] = 100,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Train an Ultralytics detector on a YOLO dataset with Ultralytics' own trainer, fully offline."""
+    from cldyn_plugin_yolo._env import runs_dir, ultralytics_ready
+
+    if not data.is_file():
+        raise UserError(f"dataset YAML {data} does not exist; check the path")
+    if output.suffix.lower() != ".pt":
+        raise UserError(f"--output {output} must end in .pt (an Ultralytics checkpoint)")
+    if model.lower().endswith(".pt") and not Path(model).is_file():
+        raise UserError(f"--model {model} does not exist; give a local .pt or a model YAML (nothing is downloaded)")
+    dev = resolve_device(device)
+    ultralytics_ready()
+    from ultralytics import YOLO
+
+    try:
+        detector = YOLO(model, task="detect")
+    except Exception as exc:
+        raise UserError(f"cannot load --model {model}: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}") from None
+    project = runs_dir() / "train"
+    try:
+        detector.train(data=str(data.resolve()), epochs=epochs, imgsz=imgsz, batch=batch, seed=seed,
+                       deterministic=True, workers=workers, patience=patience, device=_ultralytics_device(dev),
+                       plots=False, amp=False, project=str(project), name=output.stem, exist_ok=True,
+                       verbose=not quiet, val=True)
+    except (FileNotFoundError, SyntaxError, ValueError) as exc:  # Ultralytics' dataset checks
+        raise UserError(f"training failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}") from None
+    trainer = detector.trainer
+    best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
+    _copy_atomic(best, output)
+    if not quiet:
+        typer.echo(f"wrote {output} (from {best})", err=True)
+
+
+def _batches(dataset, batch_size: int, on_batch) -> Iterator[tuple[torch.Tensor, dict]]:
+    from cldyn_plugin_yolo.data import collate_images
+
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        yield collate_images(items)
+        on_batch(len(items), items[-1][2])
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    fused: Annotated[Path, typer.Argument(help="Folder of fused images (e.g. from `cldyn fuse`).")],
+    labels: Annotated[Path, typer.Option(help="Folder of YOLO .txt labels named like the images "
+                                         "(e.g. DATA/labels/test).")],
+    task_weights: Annotated[Optional[Path], typer.Option(help="Detector: Ultralytics .pt (or a model .yaml).")] = None,
+    task_config: Annotated[Optional[Path], typer.Option(help="YAML with nc/names, imgsz, rect, conf, iou, max_det.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 8,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON.")] = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Detection metrics (mAP@0.5, mAP@0.5:0.95, per-class AP) of a detector on fused images."""
+    from cldyn_plugin_yolo.backend import load
+    from cldyn_plugin_yolo.data import FusedImages
+
+    if json_out is not None and json_out.is_dir():
+        raise UserError(f"--json {json_out} is a folder; give a file name")
+    backend = load(TaskOptions(task_weights, task_config, resolve_device(device)))
+    dataset = FusedImages(fused, labels, len(backend.names), backend.imgsz, backend.stride, backend.rect)
+    with progress(quiet) as bar:
+        job = bar.add_task("detecting", total=len(dataset), status="")
+        metrics = backend.evaluate(_batches(dataset, batch_size,
+                                            lambda n, name: bar.update(job, advance=n, status=name)))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"images": len(dataset), "weights": backend.detector.source, "imgsz": backend.imgsz,
+               "metrics": {k: (None if math.isnan(v) else v) for k, v in metrics.items()}}
+        json_out.write_text(json.dumps(doc, indent=2) + "\n")
+    table = Table(title=f"{backend.detector.source} on {len(dataset)} image(s) of {fused}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, _fmt(value))
+    Console().print(table)

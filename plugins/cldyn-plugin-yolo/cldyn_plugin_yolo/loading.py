@@ -1,0 +1,255 @@
+"""Loading a frozen Ultralytics detector: a ``.pt`` checkpoint or a model YAML, plus ``--task-config``.
+
+- ``.pt`` (YOLOv5u, YOLOv8, YOLO11, ... detection checkpoints) is read with Ultralytics' own loader,
+  ``ultralytics.nn.tasks.load_checkpoint`` (safe ``weights_only`` loading, see ``_env``); the file
+  must exist locally, nothing is downloaded.
+- ``.yaml`` builds an untrained network from a model definition: a file, or a name shipped inside the
+  ultralytics package such as ``yolov8n.yaml`` / ``yolo11n.yaml`` (the letter picks the scale). Its
+  weights are initialised from ``seed``. Without ``--task-weights`` an untrained ``yolov8n.yaml`` is
+  built (for tests and smoke runs; a warning says so).
+
+``--task-config`` is a small YAML (or an Ultralytics data YAML, whose path/train/val/test keys are
+ignored) with ``nc`` and/or ``names`` (a list, or a mapping 0: name, ...), and optionally ``imgsz``,
+``rect``, ``conf``, ``iou``, ``max_det`` and ``seed``; see :class:`DetConfig`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cldyn_cli.config import build, read_yaml
+from cldyn_cli.data.synth import DET_CLASSES
+from cldyn_cli.errors import UserError
+
+from cldyn_plugin_yolo._env import ultralytics_ready
+
+DEFAULT_MODEL = "yolov8n.yaml"
+DEFAULT_IMGSZ = 640
+# Keys of an Ultralytics data YAML that say where images are; they mean nothing here and are skipped.
+DATA_YAML_KEYS = {"path", "train", "val", "test", "minival", "download", "yaml_file", "channels"}
+LOSS_GAINS = ("box", "cls", "dfl")
+
+
+@dataclass
+class DetConfig:
+    """``--task-config`` settings of the det task."""
+
+    nc: int | None = None  # number of classes (default: the checkpoint's, or M3FD's 6 for a YAML model)
+    names: Any = None  # class names: a list, or a mapping {0: name, ...}
+    imgsz: int | None = None  # letterbox size (default: the checkpoint's training imgsz, else 640)
+    rect: bool = False  # pad only to a multiple of the stride instead of a square
+    conf: float = 0.001  # evaluation: confidence threshold before NMS (Ultralytics' val default)
+    iou: float = 0.7  # evaluation: NMS IoU threshold (Ultralytics' val default)
+    max_det: int = 300  # evaluation: detections kept per image
+    seed: int = 0  # initialisation of a YAML (untrained) model
+
+
+@dataclass
+class Detector:
+    """A loaded detector and the settings the backend needs around it."""
+
+    model: nn.Module  # ultralytics.nn.tasks.DetectionModel, eval mode, frozen by the backend
+    names: list[str]
+    imgsz: int
+    rect: bool
+    conf: float
+    iou: float
+    max_det: int
+    source: str  # what was loaded, for messages
+
+    @property
+    def stride(self) -> int:
+        return int(max(self.model.stride.max().item(), 32))
+
+
+def _number(value: Any, kind: type, key: str, source: Path) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+        raise UserError(f"{key} in {source} must be a{'n integer' if kind is int else ' number'}, got {value!r}")
+    return kind(value)
+
+
+def _names(raw: Any, source: Path) -> list[str] | None:
+    if raw is None:
+        return None
+    if isinstance(raw, dict):
+        try:
+            keys = sorted(int(k) for k in raw)
+        except (TypeError, ValueError):
+            raise UserError(f"names in {source} must map class numbers 0, 1, ... to names") from None
+        if keys != list(range(len(keys))):
+            raise UserError(f"names in {source} must number the classes 0..{len(keys) - 1} without gaps")
+        return [str(raw[k] if k in raw else raw[str(k)]) for k in keys]
+    if isinstance(raw, list) and raw:
+        return [str(n) for n in raw]
+    raise UserError(f"names in {source} must be a non-empty list or a mapping 0: name, 1: name, ...")
+
+
+def read_det_config(path: Path | None) -> tuple[DetConfig, list[str] | None]:
+    """The task config and its class names (None when it gives neither names nor nc)."""
+    if path is None:
+        return DetConfig(), None
+    values = {k: v for k, v in read_yaml(path).items() if k not in DATA_YAML_KEYS}
+    config = build(DetConfig, values, f"--task-config {path}")
+    names = _names(config.names, path)
+    if config.nc is not None:
+        nc = _number(config.nc, int, "nc", path)
+        if nc < 1:
+            raise UserError(f"nc in {path} must be at least 1, got {nc}")
+        if names is not None and len(names) != nc:
+            raise UserError(f"{path} gives nc={nc} but {len(names)} names; make them agree")
+        names = names or [f"class{i}" for i in range(nc)]
+    if config.imgsz is not None:
+        config.imgsz = _number(config.imgsz, int, "imgsz", path)
+        if config.imgsz < 32:
+            raise UserError(f"imgsz in {path} must be at least 32, got {config.imgsz}")
+    for key in ("conf", "iou"):
+        value = _number(getattr(config, key), float, key, path)
+        if not 0 <= value <= 1:
+            raise UserError(f"{key} in {path} must lie in [0, 1], got {value}")
+        setattr(config, key, value)
+    config.max_det = _number(config.max_det, int, "max_det", path)
+    config.seed = _number(config.seed, int, "seed", path)
+    if not isinstance(config.rect, bool):
+        raise UserError(f"rect in {path} must be true or false, got {config.rect!r}")
+    return config, names
+
+
+def _reason(exc: BaseException) -> str:
+    """The first meaningful line of an Ultralytics error (they are long and decorated)."""
+    for line in str(exc).splitlines():
+        line = line.replace("ERROR ❌️", "").replace("ERROR ❌", "").strip()
+        if line:
+            return f"{type(exc).__name__}: {line}"
+    return type(exc).__name__
+
+
+def _build_from_yaml(source: str, names: list[str], seed: int) -> nn.Module:
+    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+
+    try:
+        definition = yaml_model_load(source)
+    except Exception as exc:
+        raise UserError(f"cannot read the model YAML {source!r} ({_reason(exc)}); give a file or a name shipped "
+                        "with ultralytics such as yolov8n.yaml or yolo11n.yaml") from None
+    definition["nc"] = len(names)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = DetectionModel(definition, verbose=False)
+    except Exception as exc:
+        raise UserError(f"cannot build a detector from {source!r}: {_reason(exc)}") from None
+    return model
+
+
+def _load_pt(path: Path) -> tuple[nn.Module, dict]:
+    from ultralytics.nn.tasks import load_checkpoint
+    from ultralytics.utils.checks import check_yolov5u_filename
+
+    if not path.is_file():
+        raise UserError(f"task weights {path} do not exist; give a local Ultralytics .pt file "
+                        "(nothing is downloaded)")
+    with tempfile.TemporaryDirectory(prefix="cldyn-yolo-") as tmp:
+        target = str(path)
+        if check_yolov5u_filename(target, verbose=False) != target:
+            # Ultralytics would rename yolov5s.pt to yolov5su.pt and try to download that: load via a neutral name.
+            link = Path(tmp) / "weights.pt"
+            os.symlink(path.resolve(), link)
+            target = str(link)
+        try:
+            model, ckpt = load_checkpoint(target, inplace=False)
+        except Exception as exc:
+            raise UserError(f"{path} is not a loadable Ultralytics checkpoint ({_reason(exc)})") from None
+    return model, ckpt
+
+
+def _hyperparameters(model: nn.Module) -> Any:
+    """The model's training arguments as Ultralytics' loss expects them, the loss gains filled in."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    from ultralytics.utils import IterableSimpleNamespace
+
+    args = getattr(model, "args", None) or {}
+    args = dict(vars(args)) if not isinstance(args, dict) else dict(args)
+    merged = {**DEFAULT_CFG_DICT, **{k: v for k, v in args.items() if v is not None}}
+    for key in LOSS_GAINS:
+        if not isinstance(merged.get(key), (int, float)):
+            merged[key] = DEFAULT_CFG_DICT[key]
+    return IterableSimpleNamespace(**merged)
+
+
+def _check_detector(model: Any, source: str) -> None:
+    from ultralytics.nn.tasks import DetectionModel
+
+    if not isinstance(model, nn.Module) or type(model) is not DetectionModel:
+        task = getattr(model, "task", None) or type(model).__name__
+        raise UserError(f"{source} holds a {task} model ({type(model).__name__}), not an Ultralytics detection "
+                        "model; the det task takes YOLOv5u, YOLOv8, YOLO11 (and later) detectors")
+
+
+def default_feature_layer(model: nn.Module) -> str:
+    """The deepest neck output feeding the detection head: the input of its largest-stride branch.
+
+    YOLOv8 -> ``model.21`` (C2f), YOLO11 -> ``model.22`` (C3k2), YOLOv5u -> ``model.23`` (C3, whose
+    output is that of its ``cv3``: the paper's ``model.23.cv3``).
+    """
+    head = model.model[-1]
+    sources = head.f if isinstance(head.f, (list, tuple)) else [head.f]
+    last = sources[-1]
+    index = head.i + last if last < 0 else last
+    return f"model.{index}"
+
+
+def _checkpoint_imgsz(ckpt: dict) -> int | None:
+    value = (ckpt.get("train_args") or {}).get("imgsz") if isinstance(ckpt, dict) else None
+    if isinstance(value, (list, tuple)) and value:
+        value = max(value)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 32 else None
+
+
+def load_detector(weights: Path | None, config_path: Path | None) -> Detector:
+    """Load (or build) the detector in eval mode on the CPU, with class names and evaluation settings."""
+    config, names = read_det_config(config_path)
+    ultralytics_ready()
+    ckpt: dict = {}
+    if weights is None:
+        print(f"warning: no --task-weights given: using an untrained {DEFAULT_MODEL} (only useful for tests)",
+              file=sys.stderr)
+        source = DEFAULT_MODEL
+        names = names or list(DET_CLASSES)
+        model = _build_from_yaml(source, names, config.seed)
+    elif weights.suffix.lower() in {".yaml", ".yml"}:
+        source = str(weights)
+        if not weights.exists() and weights.parent != Path("."):
+            raise UserError(f"model YAML {weights} does not exist; check the path")
+        names = names or list(DET_CLASSES)
+        model = _build_from_yaml(source, names, config.seed)
+    elif weights.suffix.lower() == ".pt":
+        source = str(weights)
+        model, ckpt = _load_pt(weights)
+        _check_detector(model, source)
+        own = [str(model.names[i]) for i in sorted(model.names)] if isinstance(model.names, dict) else \
+            [str(n) for n in model.names]
+        if names is not None and len(names) != len(own):
+            raise UserError(f"--task-config gives {len(names)} classes but {weights} detects {len(own)} "
+                            f"({', '.join(own[:8])}{', ...' if len(own) > 8 else ''})")
+        names = names or own
+    else:
+        raise UserError(f"--task-weights {weights}: give an Ultralytics .pt checkpoint or a model .yaml")
+    _check_detector(model, source)
+    assert names is not None
+    model.names = dict(enumerate(names))
+    model.args = _hyperparameters(model)
+    model = model.float().eval()
+    detector = Detector(model, list(names), 0, config.rect, config.conf, config.iou, config.max_det, source)
+    imgsz = config.imgsz or _checkpoint_imgsz(ckpt) or DEFAULT_IMGSZ
+    stride = detector.stride
+    detector.imgsz = -(-imgsz // stride) * stride  # a multiple of the stride, rounding up like Ultralytics
+    return detector
+
