@@ -62,10 +62,14 @@ class Fuser:
 
     def __init__(self, model: VFN, device: torch.device, tile: Optional[int] = None,
                  auto_tile_pixels: int = AUTO_TILE_PIXELS) -> None:
-        self.model = fold_batchnorm(model).to(device)
+        # Channels-last runs the narrow (8-32 channel) convolutions 2-4x faster on CPU.
+        self.model = fold_batchnorm(model).to(device, memory_format=torch.channels_last)
         self.device = device
         self.tile = tile
         self.auto_tile_pixels = auto_tile_pixels
+
+    def _put(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device).contiguous(memory_format=torch.channels_last)
 
     def _tile_for(self, height: int, width: int) -> Optional[int]:
         if self.tile:
@@ -79,19 +83,20 @@ class Fuser:
         ir_p, vis_p = _pad_small(ir), _pad_small(vis_y)
         tile = self._tile_for(height, width) if hook is None else None
         if tile is None:
-            out = self.model(ir_p.to(self.device), vis_p.to(self.device), hook)
+            out = self.model(self._put(ir_p), self._put(vis_p), hook)
         else:
             out = self._tiled(ir_p, vis_p, tile)
         return out[..., :height, :width].float().cpu()
 
     def _tiled(self, ir: torch.Tensor, vis_y: torch.Tensor, tile: int) -> torch.Tensor:
-        model, dev = self.model, self.device
+        model = self.model
         height, width = ir.shape[-2:]
         # Pass 1: whole-image gradient statistics of the encoder features -> channel attention.
         enc_margin = 3 + 4 * model.config.blocks  # stem 2 + CBs 4L + the gradient's 1
         total, peak, count = 0.0, None, 0
         for w in windows(height, width, tile, enc_margin):
-            f_ir, f_vis = model.encode(ir[..., w.wy0:w.wy1, w.wx0:w.wx1].to(dev), vis_y[..., w.wy0:w.wy1, w.wx0:w.wx1].to(dev))
+            f_ir, f_vis = model.encode(self._put(ir[..., w.wy0:w.wy1, w.wx0:w.wx1]),
+                                       self._put(vis_y[..., w.wy0:w.wy1, w.wx0:w.wx1]))
             g = model.fusion.gradients(f_ir, f_vis)[(..., *w.core_in_window())]
             total = total + g.sum(dim=(2, 3))
             tile_max = g.amax(dim=(2, 3))
@@ -102,7 +107,7 @@ class Fuser:
         out = torch.empty(ir.shape[0], 1, height, width)
         margin = model.receptive_radius()
         for w in windows(height, width, tile, margin):
-            fused = model(ir[..., w.wy0:w.wy1, w.wx0:w.wx1].to(dev), vis_y[..., w.wy0:w.wy1, w.wx0:w.wx1].to(dev),
+            fused = model(self._put(ir[..., w.wy0:w.wy1, w.wx0:w.wx1]), self._put(vis_y[..., w.wy0:w.wy1, w.wx0:w.wx1]),
                           channel_attention=attention)
             out[..., w.y0:w.y1, w.x0:w.x1] = fused[(..., *w.core_in_window())].float().cpu()
         return out

@@ -94,7 +94,8 @@ def test_user_errors_are_one_line_with_status_2(pair_dirs, tmp_path: Path, small
     one_line_error(fuse(str(ir), str(vis), "-o", str(tmp_path / "file")), "is a file")
     one_line_error(fuse(str(ir), str(vis), "-o", str(tmp_path / "o"), "--base", str(tmp_path / "file")),
                    "not a readable safetensors checkpoint")
-    one_line_error(fuse(str(ir), str(vis), "-o", str(tmp_path / "o"), "--task", "nosuchtask"), "unknown task")
+    one_line_error(fuse(str(ir), str(vis), "-o", str(tmp_path / "o"), "--task", "nosuchtask", "--rsc",
+                        str(tmp_path / "file")), "unknown task")
     assert not (tmp_path / "o").exists()
 
 

@@ -3,7 +3,7 @@
 import torch
 
 from cldyn_cli.models.convert import authors_name_to_ours, convert_authors_state_dict, count_blocks
-from cldyn_cli.models.vfn import VFN, VFNConfig, fold_batchnorm, spatial_gradient_magnitude
+from cldyn_cli.models.vfn import VFN, VFNConfig, avg_pool3, fold_batchnorm, max_pool3, spatial_gradient_magnitude
 
 
 def test_any_size_keeps_shape_and_range() -> None:
@@ -68,3 +68,9 @@ def test_folding_batchnorm_keeps_the_output() -> None:
     x, y = torch.rand(1, 1, 30, 40), torch.rand(1, 1, 30, 40)
     with torch.no_grad():
         assert torch.allclose(model(x, y), folded(x, y), atol=1e-5)
+
+
+def test_separable_pools_equal_torch_pools() -> None:
+    x = torch.randn(2, 3, 9, 14)
+    assert torch.allclose(max_pool3(x), torch.nn.functional.max_pool2d(x, 3, stride=1, padding=1))
+    assert torch.allclose(avg_pool3(x), torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1), atol=1e-6)

@@ -86,6 +86,25 @@ def spatial_gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
     return grads.abs().unflatten(1, (x.shape[1], 2)).sum(dim=2)
 
 
+def _shifted3(x: torch.Tensor, pad_value: float, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+              ) -> torch.Tensor:
+    """Reduce each pixel's 3x3 neighbourhood separably (rows, then columns) with constant padding."""
+    h, w = x.shape[-2:]
+    p = F.pad(x, (1, 1, 1, 1), value=pad_value)
+    rows = reduce(reduce(p[..., :, 0:w], p[..., :, 1:w + 1]), p[..., :, 2:w + 2])
+    return reduce(reduce(rows[..., 0:h, :], rows[..., 1:h + 1, :]), rows[..., 2:h + 2, :])
+
+
+def max_pool3(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 3, stride=1, padding=1)``, computed separably (several times faster on CPU)."""
+    return _shifted3(x, float("-inf"), torch.maximum)
+
+
+def avg_pool3(x: torch.Tensor) -> torch.Tensor:
+    """``F.avg_pool2d(x, 3, stride=1, padding=1)`` (zeros counted, divisor 9), computed separably."""
+    return _shifted3(x, 0.0, torch.add) / 9.0
+
+
 class GradientAttentionFusion(nn.Module):
     """Fusion "FRB1": channel x spatial attention computed from the features' gradients."""
 
@@ -119,8 +138,7 @@ class GradientAttentionFusion(nn.Module):
         g = self.gradients(f_ir, f_vis)
         if channel_attention is None:
             channel_attention = self.channel_attention(g.mean(dim=(2, 3)), g.amax(dim=(2, 3)))
-        spatial = (self.conv_avg(F.avg_pool2d(g, 3, stride=1, padding=1))
-                   + self.conv_max(F.max_pool2d(g, 3, stride=1, padding=1)))
+        spatial = self.conv_avg(avg_pool3(g)) + self.conv_max(max_pool3(g))
         return couple * torch.sigmoid(channel_attention * spatial)
 
 

@@ -87,7 +87,7 @@ def train(
                        deterministic=True, workers=workers, patience=patience, device=_ultralytics_device(dev),
                        plots=False, amp=False, project=str(project), name=output.stem, exist_ok=True,
                        verbose=not quiet, val=True)
-    except (FileNotFoundError, SyntaxError, ValueError) as exc:  # Ultralytics' dataset checks
+    except (FileNotFoundError, SyntaxError, ValueError, RuntimeError) as exc:  # e.g. Ultralytics' dataset checks
         raise UserError(f"training failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}") from None
     trainer = detector.trainer
     best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
@@ -112,7 +112,8 @@ def _fmt(value: float) -> str:
 @app.command("eval")
 @user_errors
 def evaluate(
-    fused: Annotated[Path, typer.Argument(help="Folder of fused images (e.g. from `cldyn fuse`).")],
+    fused: Annotated[list[Path], typer.Argument(help="Folder(s) of fused images (e.g. from `cldyn fuse`); several "
+                                                "folders are compared side by side.")],
     labels: Annotated[Path, typer.Option(help="Folder of YOLO .txt labels named like the images "
                                          "(e.g. DATA/labels/test).")],
     task_weights: Annotated[Optional[Path], typer.Option(help="Detector: Ultralytics .pt (or a model .yaml).")] = None,
@@ -122,26 +123,40 @@ def evaluate(
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Detection metrics (mAP@0.5, mAP@0.5:0.95, per-class AP) of a detector on fused images."""
+    """Detection metrics (mAP@0.5, mAP@0.5:0.95, per-class AP) of one detector on folders of fused images.
+
+    Any detector can score any fusion: the one a compensation was trained with, or another one
+    (the cross-detector check).
+    """
     from cldyn_plugin_yolo.backend import load
     from cldyn_plugin_yolo.data import FusedImages
 
     if json_out is not None and json_out.is_dir():
         raise UserError(f"--json {json_out} is a folder; give a file name")
     backend = load(TaskOptions(task_weights, task_config, resolve_device(device)))
-    dataset = FusedImages(fused, labels, len(backend.names), backend.imgsz, backend.stride, backend.rect)
+    sets = [FusedImages(folder, labels, len(backend.names), backend.imgsz, backend.stride, backend.rect)
+            for folder in fused]
+    keys = [str(folder) for folder in fused]
+    if len(set(keys)) != len(keys):
+        raise UserError("the same fused folder is given twice")
+    results: dict[str, dict[str, float]] = {}
     with progress(quiet) as bar:
-        job = bar.add_task("detecting", total=len(dataset), status="")
-        metrics = backend.evaluate(_batches(dataset, batch_size,
-                                            lambda n, name: bar.update(job, advance=n, status=name)))
+        job = bar.add_task("detecting", total=sum(len(s) for s in sets), status="")
+        for key, dataset in zip(keys, sets):
+            results[key] = backend.evaluate(_batches(dataset, batch_size,
+                                                     lambda n, name: bar.update(job, advance=n, status=name)))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"images": len(dataset), "weights": backend.detector.source, "imgsz": backend.imgsz,
-               "metrics": {k: (None if math.isnan(v) else v) for k, v in metrics.items()}}
+        doc = {"weights": backend.detector.source, "imgsz": backend.imgsz, "labels": str(labels),
+               "results": {key: {"images": len(dataset),
+                                 "metrics": {k: (None if math.isnan(v) else v) for k, v in results[key].items()}}
+                           for key, dataset in zip(keys, sets)}}
         json_out.write_text(json.dumps(doc, indent=2) + "\n")
-    table = Table(title=f"{backend.detector.source} on {len(dataset)} image(s) of {fused}")
+    table = Table(title=f"{backend.detector.source}: detection on fused images (labels {labels})")
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in metrics.items():
-        table.add_row(key, _fmt(value))
+    for key, dataset in zip(keys, sets):
+        table.add_column(f"{key}\n({len(dataset)} images)", justify="right")
+    metric_names = list(dict.fromkeys(k for r in results.values() for k in r))
+    for name in metric_names:
+        table.add_row(name, *(_fmt(results[key].get(name, math.nan)) for key in keys))
     Console().print(table)

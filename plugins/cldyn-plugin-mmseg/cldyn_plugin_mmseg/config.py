@@ -1,0 +1,287 @@
+"""Which MMSeg network to build: ``--task-config``, ``--task-weights`` and the cldyn task YAML.
+
+``--task-config`` is either an MMSegmentation config file (``.py``, e.g. one MMSegmentation ships:
+``mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py``) or a small cldyn YAML that names
+one and adjusts it for the data, without environment variables::
+
+    config: mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py  # or a path, relative to this file
+    classes: [background, person, car, bus, motorcycle, lamp, truck]       # names; sets num_classes
+    num_classes: 7          # when no names are given
+    size: [512, 384]        # network input (H, W), or one number; images and masks are resized to it
+    cfg_options:            # any other MMEngine dotted-key override of the config
+      model.backbone.embed_dims: 16
+    seed: 0                 # initialises the network when no weights are given
+
+Resolution, first match wins: the architecture comes from the YAML's ``config`` (or the ``.py``),
+else from the checkpoint (MMEngine checkpoints carry their config as ``meta.cfg``), else from the
+shipped SegFormer MiT-b0 config. The class count comes from ``num_classes``/``classes``, else from
+the checkpoint's classifier (``decode_head.conv_seg``), else from the config. Pretrained-backbone
+settings (``init_cfg`` of type Pretrained, ``pretrained``) are removed, so nothing is downloaded,
+and SyncBN becomes BN (the same parameters; SyncBN cannot run on one CPU process).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cldyn_cli.config import build, read_yaml
+from cldyn_cli.errors import UserError
+
+DEFAULT_CONFIG = "mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"
+DEFAULT_SIZE = (512, 512)
+PACKAGE_SCHEME = "mmseg::"
+
+
+@dataclass
+class SegTaskConfig:
+    """The keys of a ``--task-config`` YAML (see the module docstring); unknown keys are rejected."""
+
+    config: str | None = None
+    num_classes: int | None = None
+    classes: list[str] | None = None
+    size: int | list[int] | None = None
+    cfg_options: dict[str, Any] | None = None
+    seed: int = 0
+
+
+@dataclass
+class Resolved:
+    """An MMEngine config ready to build, and what the backend needs to know about it."""
+
+    cfg: Any  # mmengine.Config
+    classes: list[str]
+    size: tuple[int, int]  # network input (H, W)
+    seed: int = 0
+    checkpoint: dict[str, Any] | None = None
+    source: str = ""  # where the architecture came from, for messages
+    notes: list[str] = field(default_factory=list)
+
+
+def shipped_config_dir() -> Path:
+    """MMSegmentation's own configs (installed inside the package as ``mmseg/.mim/configs``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mmseg")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("mmsegmentation is not installed; pip install cldyn-plugin-mmseg")
+    return Path(list(spec.submodule_search_locations)[0]) / ".mim" / "configs"
+
+
+def resolve_config_path(name: str, relative_to: Path | None = None) -> Path:
+    """A config file from ``mmseg::rel/path.py`` (the shipped configs) or a path (relative to a YAML)."""
+    if name.startswith(PACKAGE_SCHEME):
+        path = shipped_config_dir() / name[len(PACKAGE_SCHEME):]
+        if not path.is_file():
+            folder = path.parent
+            near = sorted(p.name for p in folder.glob("*.py"))[:4] if folder.is_dir() else []
+            hint = f"; e.g. {', '.join(near)}" if near else f"; browse {shipped_config_dir()}"
+            raise UserError(f"MMSegmentation ships no config {name!r}{hint}")
+        return path
+    path = Path(os.path.expanduser(name))
+    if not path.is_absolute() and relative_to is not None:
+        path = relative_to / path
+    if not path.is_file():
+        raise UserError(f"MMSeg config {path} does not exist; check the path")
+    return path
+
+
+def read_task_config(path: Path | None) -> tuple[SegTaskConfig, Path | None]:
+    """``--task-config`` as a :class:`SegTaskConfig` plus the folder its relative paths start from."""
+    if path is None:
+        return SegTaskConfig(), None
+    text = str(path)
+    if text.startswith(PACKAGE_SCHEME) or path.suffix == ".py":
+        return SegTaskConfig(config=text), Path.cwd()
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        raise UserError(f"--task-config {path} must be an MMSeg config (.py, or mmseg::...) or a cldyn YAML")
+    values = read_yaml(path)
+    task = build(SegTaskConfig, values, str(path))
+    if task.classes is not None and (not isinstance(task.classes, list) or not task.classes):
+        raise UserError(f"'classes' in {path} must be a non-empty list of class names")
+    if task.num_classes is not None and (not isinstance(task.num_classes, int) or task.num_classes < 1):
+        raise UserError(f"'num_classes' in {path} must be a positive integer")
+    if task.cfg_options is not None and not isinstance(task.cfg_options, dict):
+        raise UserError(f"'cfg_options' in {path} must be a mapping of dotted.key: value")
+    return task, path.parent
+
+
+def parse_size(value: Any, source: str) -> tuple[int, int]:
+    """``64`` or ``[H, W]`` as (H, W)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value, value]
+    if (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 32 for v in value)):
+        return int(value[0]), int(value[1])
+    raise UserError(f"size in {source} must be one number or [height, width], each at least 32; got {value!r}")
+
+
+# Objects an MMEngine runner checkpoint holds besides tensors: its message hub keeps HistoryBuffer
+# objects with numpy arrays. They are allowed by name for torch.load(weights_only=True); nothing
+# else is unpickled.
+def _safe_globals() -> list[Any]:
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    allowed: list[Any] = [HistoryBuffer, np.ndarray, np.dtype]
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
+    allowed += [_reconstruct, scalar]
+    allowed += [type(np.dtype(t)) for t in ("f4", "f8", "i4", "i8", "u1", "b1")]
+    return allowed
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """An MMSeg/MMEngine checkpoint as a dict with ``state_dict`` (and ``meta`` when it has one).
+
+    Read with MMEngine's checkpoint loader, local files only, under ``torch.load(weights_only=True)``.
+    """
+    if not path.is_file():
+        raise UserError(f"task weights {path} do not exist; check the path")
+    from mmengine.runner import CheckpointLoader
+
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            checkpoint = CheckpointLoader.load_checkpoint(str(path.resolve()), map_location="cpu", logger=None)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).strip().splitlines()
+        detail = next((line for line in detail if "GLOBAL" in line or "Unsupported" in line), detail[0] if detail else "")
+        raise UserError(f"{path} holds objects that are not loaded for safety ({detail.strip()}); "
+                        "save just {'state_dict': ..., 'meta': ...}") from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()
+        raise UserError(f"cannot read {path} as an MMSeg checkpoint: {first[0] if first else type(exc).__name__}") \
+            from None
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{path} is not an MMSeg checkpoint (a dict with a state_dict)")
+    state = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} holds no state_dict of tensors; is it an MMSeg checkpoint?")
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    meta = checkpoint.get("meta") if isinstance(checkpoint.get("meta"), dict) else {}
+    return {"state_dict": state, "meta": meta}
+
+
+def _walk(node: Any, visit) -> Any:
+    if isinstance(node, dict):
+        visit(node)
+        for value in node.values():
+            _walk(value, visit)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _walk(value, visit)
+    return node
+
+
+def _offline(node: dict) -> None:
+    """No pretrained downloads: drop Pretrained init_cfgs and ``pretrained`` paths; SyncBN -> BN."""
+    if node.get("pretrained") is not None:
+        node["pretrained"] = None
+    init = node.get("init_cfg")
+    if isinstance(init, dict) and init.get("type") == "Pretrained":
+        node["init_cfg"] = None
+    elif isinstance(init, (list, tuple)):
+        kept = [i for i in init if not (isinstance(i, dict) and i.get("type") == "Pretrained")]
+        node["init_cfg"] = kept or None
+    if node.get("type") in ("SyncBN", "MMSyncBN"):
+        node["type"] = "BN"
+
+
+def _heads(model: Any) -> list[Any]:
+    heads = [model.get("decode_head")]
+    aux = model.get("auxiliary_head")
+    heads += list(aux) if isinstance(aux, (list, tuple)) else [aux]
+    return [h for h in heads if h is not None]
+
+
+def _classifier_rows(state: dict[str, torch.Tensor]) -> int | None:
+    weight = state.get("decode_head.conv_seg.weight")
+    return int(weight.shape[0]) if weight is not None and weight.ndim >= 2 else None
+
+
+def _load_cfg(path: Path) -> Any:
+    from mmengine.config import Config
+
+    try:
+        return Config.fromfile(str(path))
+    except UserError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()
+        raise UserError(f"cannot read MMSeg config {path}: {type(exc).__name__}: {first[0] if first else ''}") \
+            from None
+
+
+def resolve(config_path: Path | None, weights: Path | None) -> Resolved:
+    """The config to build (see the module docstring for the order of precedence)."""
+    from mmengine.config import Config
+
+    task, base_dir = read_task_config(config_path)
+    checkpoint = read_checkpoint(weights) if weights is not None else None
+    notes: list[str] = []
+    if task.config is not None:
+        path = resolve_config_path(task.config, base_dir)
+        cfg, source = _load_cfg(path), str(path)
+    elif checkpoint is not None and isinstance(checkpoint["meta"].get("cfg"), str):
+        try:
+            cfg = Config.fromstring(checkpoint["meta"]["cfg"], ".py")
+        except Exception as exc:
+            raise UserError(f"the config stored in {weights} cannot be read ({type(exc).__name__}); "
+                            "pass --task-config") from None
+        source = f"{weights} (meta.cfg)"
+    elif checkpoint is not None:
+        raise UserError(f"{weights} carries no config; pass the MMSeg config it was trained with as --task-config")
+    else:
+        path = resolve_config_path(DEFAULT_CONFIG)
+        cfg, source = _load_cfg(path), DEFAULT_CONFIG
+    if task.cfg_options:
+        try:
+            cfg.merge_from_dict(task.cfg_options)
+        except Exception as exc:
+            raise UserError(f"cfg_options in {config_path} do not apply: {exc}") from None
+    model = cfg.get("model")
+    if not isinstance(model, dict) or "decode_head" not in model or "backbone" not in model:
+        raise UserError(f"{source} is not an MMSeg segmentor config (it needs model.backbone and model.decode_head)")
+    _walk(model, _offline)
+
+    # Number of classes.
+    if task.classes is not None and task.num_classes is not None and len(task.classes) != task.num_classes:
+        raise UserError(f"{config_path}: num_classes is {task.num_classes} but {len(task.classes)} classes are named")
+    dataset_meta = checkpoint["meta"].get("dataset_meta") if checkpoint else None
+    meta_classes = list(dataset_meta.get("classes") or []) if isinstance(dataset_meta, dict) else []
+    rows = _classifier_rows(checkpoint["state_dict"]) if checkpoint else None
+    num_classes = task.num_classes or (len(task.classes) if task.classes else None) or rows \
+        or model["decode_head"].get("num_classes")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"{source} sets no decode_head.num_classes; set num_classes in a --task-config YAML")
+    for head in _heads(model):
+        if "num_classes" in head or head is model["decode_head"]:
+            head["num_classes"] = num_classes
+    if task.classes is not None:
+        classes = [str(c) for c in task.classes]
+    elif len(meta_classes) == num_classes:
+        classes = [str(c) for c in meta_classes]
+    else:
+        classes = [str(i) for i in range(num_classes)]
+
+    # Input size.
+    pre = model.get("data_preprocessor")
+    if task.size is not None:
+        size = parse_size(task.size, str(config_path))
+    elif isinstance(pre, dict) and pre.get("size"):
+        size = parse_size(list(pre["size"]), f"{source} (model.data_preprocessor.size)")
+    else:
+        size = DEFAULT_SIZE
+        notes.append(f"{source} sets no input size; using {size[0]}x{size[1]}")
+    if isinstance(pre, dict):
+        pre["size"] = size
+    cfg.model = model
+    return Resolved(cfg=cfg, classes=classes, size=size, seed=task.seed, checkpoint=checkpoint, source=source,
+                    notes=notes)

@@ -1,0 +1,117 @@
+"""Test setup: Ultralytics offline with throw-away settings, the network blocked, tiny models and data.
+
+Ultralytics reads its settings directory when it is first imported, so the environment is set in
+``pytest_configure``, before any test module imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # tiny ops are fastest single-threaded (and the CI machine has 2 cores)
+
+from yolo_testdata import NAMES, TINY_YAML
+
+_home: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _home
+    _home = tempfile.mkdtemp(prefix="cldyn-yolo-tests-")
+    os.environ["CLDYN_YOLO_DIR"] = _home
+    os.environ["YOLO_CONFIG_DIR"] = str(Path(_home) / "config")  # what the plugin sets too; explicit here
+    os.environ["YOLO_OFFLINE"] = "1"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _home is not None:
+        shutil.rmtree(_home, ignore_errors=True)
+
+
+class NetworkUsed(OSError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch):
+    """Every test runs with the network cut off; any attempt fails at once (no hang) and fails the test."""
+    attempts: list[str] = []
+
+    def refuse(what: str):
+        def blocked(*args, **kwargs):
+            attempts.append(f"{what}{args[:2]}")
+            raise NetworkUsed(f"network access in a test: {what}{args[:2]}")
+        return blocked
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("connect_ex"))
+    downloads: list[str] = []
+    import cldyn_plugin_yolo._env as env
+
+    env.ultralytics_ready()
+    import ultralytics.utils.checks as checks
+    import ultralytics.utils.downloads as dl
+
+    def no_download(*args, **kwargs):
+        downloads.append(str(kwargs.get("url") or args[:1]))
+        raise NetworkUsed(f"download attempted in a test: {downloads[-1]}")
+
+    monkeypatch.setattr(dl, "safe_download", no_download)
+    real_check_font = checks.check_font
+    fonts: list[str] = []
+
+    def watched_check_font(font="Arial.ttf"):
+        fonts.append(str(font))
+        return real_check_font(font)
+
+    monkeypatch.setattr(checks, "check_font", watched_check_font)
+    import ultralytics.data.utils as data_utils  # imports check_font by name
+
+    monkeypatch.setattr(data_utils, "check_font", watched_check_font)
+    yield {"attempts": attempts, "downloads": downloads, "fonts": fonts}
+    assert not attempts, f"network was used: {attempts}"
+    assert not downloads, f"a download was attempted: {downloads}"
+
+
+@pytest.fixture(scope="session")
+def tiny_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny detector saved the Ultralytics way (``YOLO(...).save``), with M3FD class names."""
+    import cldyn_plugin_yolo._env as env
+
+    env.ultralytics_ready()
+    from ultralytics import YOLO
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = YOLO(str(TINY_YAML), task="detect")
+    model.model.names = dict(enumerate(NAMES))
+    model.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def task_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --task-config for 64x64 tests."""
+    path = tmp_path_factory.mktemp("config") / "det.yaml"
+    path.write_text("names: [People, Car, Bus, Motorcycle, Lamp, Truck]\nimgsz: 64\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def m3fd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six synthetic scenes of 80x64 in the M3FD layout (scene 1 is test, the other five train)."""
+    from cldyn_cli.data.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("m3fd")
+    write_dataset(root, 6, 80, 64, seed=3, layout="m3fd")
+    return root

@@ -1,0 +1,123 @@
+"""The plugin through the cldyn CLI: listing, compensate + fuse end to end, yolo eval and yolo train."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cldyn_cli import plugins
+from cldyn_cli.models.loading import embedded_base_path, save_vfn
+from cldyn_cli.models.vfn import VFN, VFNConfig
+
+from yolo_testdata import NAMES, TINY_YAML
+
+runner = CliRunner()
+
+
+def _app():
+    from cldyn_cli.cli import app
+
+    return app
+
+
+@pytest.fixture
+def fresh_plugins(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("CLDYN_PLUGINS", raising=False)
+    plugins.reset()
+    yield
+    plugins.reset()
+
+
+def test_plugins_json_lists_det(fresh_plugins) -> None:
+    result = runner.invoke(_app(), ["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = {p["name"]: p for p in json.loads(result.stdout)}
+    assert listed["yolo"]["tasks"] == ["det"] and listed["yolo"]["error"] is None
+    assert listed["yolo"]["package"] == "cldyn-plugin-yolo"
+    assert plugins.get_task("yolo").name == "det"
+
+
+@pytest.fixture(scope="module")
+def base_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """``--base`` with a small random base network unless the shipped one exists."""
+    if embedded_base_path().is_file():
+        return []
+    path = tmp_path_factory.mktemp("base") / "base.safetensors"
+    save_vfn(VFN(VFNConfig(blocks=2)), path, {"note": "random, for tests"})
+    return ["--base", str(path)]
+
+
+def test_compensate_fuse_and_eval_end_to_end(fresh_plugins, m3fd: Path, tiny_pt: Path, task_config: Path,
+                                             base_args: list[str], tmp_path: Path) -> None:
+    config = tmp_path / "compensate.yaml"
+    config.write_text("embed_dim: 32\nvectors: 8\nbatch_size: 2\n")
+    rsc = tmp_path / "rsc.safetensors"
+    result = runner.invoke(_app(), ["compensate", "--plugin", "yolo", "--data", str(m3fd), "--task-weights",
+                                    str(tiny_pt), "--task-config", str(task_config), "--config", str(config),
+                                    "--steps", "2", "--device", "cpu", "--quiet", "-o", str(rsc), *base_args])
+    assert result.exit_code == 0, result.output
+    assert rsc.is_file()
+    log = (tmp_path / "rsc.log.csv").read_text().splitlines()
+    assert log[0].startswith("step,task") and len(log) == 3 and log[1].split(",")[1] == "det"
+
+    fused = tmp_path / "fused"
+    result = runner.invoke(_app(), ["fuse", str(m3fd / "ir" / "test"), str(m3fd / "vi" / "test"), "-o", str(fused),
+                                    "--task", "det", "--rsc", str(rsc), "--task-weights", str(tiny_pt),
+                                    "--task-config", str(task_config), "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in fused.iterdir()] == ["00001.png"]
+
+    # Base fusion of the same scene, then both folders scored side by side by one detector.
+    base_fused = tmp_path / "base"
+    result = runner.invoke(_app(), ["fuse", str(m3fd / "ir" / "test"), str(m3fd / "vi" / "test"), "-o",
+                                    str(base_fused), "--device", "cpu", "--quiet", *base_args])
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "metrics.json"
+    result = runner.invoke(_app(), ["yolo", "eval", str(base_fused), str(fused), "--labels",
+                                    str(m3fd / "labels" / "test"), "--task-weights", str(tiny_pt),
+                                    "--task-config", str(task_config), "--json", str(report), "--device", "cpu",
+                                    "--quiet"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(report.read_text())
+    assert list(doc["results"]) == [str(base_fused), str(fused)] and doc["imgsz"] == 64
+    for entry in doc["results"].values():
+        assert entry["images"] == 1 and {"mAP50", "mAP50-95"} <= set(entry["metrics"])
+    assert "mAP50" in result.stdout
+
+
+def test_cli_user_errors(fresh_plugins, m3fd: Path, tmp_path: Path, base_args: list[str]) -> None:
+    result = runner.invoke(_app(), ["compensate", "--plugin", "det", "--data", str(m3fd), "--task-weights",
+                                    str(tmp_path / "gone.pt"), "--steps", "1", "--device", "cpu", "--quiet",
+                                    "-o", str(tmp_path / "rsc.safetensors"), *base_args])
+    assert result.exit_code == 2
+    assert "gone.pt do not exist" in result.output and "Traceback" not in result.output
+    result = runner.invoke(_app(), ["yolo", "eval", str(tmp_path), "--labels", str(tmp_path / "nolabels"),
+                                    "--task-weights", str(TINY_YAML), "--device", "cpu", "--quiet"])
+    assert result.exit_code == 2 and "nolabels does not exist" in result.output
+
+
+def test_yolo_train_offline(fresh_plugins, m3fd: Path, tmp_path: Path, no_network) -> None:
+    """Ultralytics' own trainer, one epoch on four 64x64 images, without touching the network."""
+    import shutil
+
+    root = tmp_path / "yolo"
+    for split, src in (("train", "train"), ("val", "test")):
+        for kind, folder in (("images", "vi"), ("labels", "labels")):
+            shutil.copytree(m3fd / folder / src, root / kind / split)
+    data = tmp_path / "data.yaml"
+    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames: {NAMES}\n")
+    out = tmp_path / "best.pt"
+    result = runner.invoke(_app(), ["yolo", "train", str(data), "-o", str(out), "--model", str(TINY_YAML),
+                                    "--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+    # The font Ultralytics' dataset check asks for was found locally, so nothing was downloaded.
+    assert no_network["fonts"] and not no_network["downloads"]
+    from cldyn_cli.tasks import TaskOptions
+    from cldyn_plugin_yolo.backend import load
+
+    backend = load(TaskOptions(weights=out))
+    assert backend.names == NAMES and backend.imgsz == 64  # the training imgsz comes with the checkpoint
