@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 import sys
@@ -60,9 +61,17 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path, monkeypatch):
+    """A private site folder; entry points of really installed plugins are hidden from the tests."""
     folder = tmp_path / "site"
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
+    real_entry_points = importlib.metadata.entry_points
+
+    def only_this_site(**selection):
+        found = real_entry_points(**selection)
+        return [ep for ep in found if ep.dist is not None and str(folder) in str(getattr(ep.dist, "_path", ""))]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", only_this_site)
     installed = Site(folder)
     yield installed
     for module in installed.modules:
