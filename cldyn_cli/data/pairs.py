@@ -23,7 +23,8 @@ class Pair:
     name: str  # relative stem, e.g. "train/00012"
 
 
-def _index(folder: Path) -> dict[str, Path]:
+def index_images(folder: Path) -> dict[str, Path]:
+    """Images below ``folder`` keyed by relative path without suffix; two files per key is an error."""
     found: dict[str, Path] = {}
     for path in sorted(folder.rglob("*")):
         if path.is_file() and is_image(path) and not path.name.startswith("."):
@@ -52,7 +53,7 @@ def find_pairs(ir: Path, vis: Path) -> list[Pair]:
             if not is_image(path):
                 raise UserError(f"{path} is not an image file we read (png, jpg, bmp, tif)")
         return [Pair(ir, vis, vis.stem)]
-    ir_files, vis_files = _index(ir), _index(vis)
+    ir_files, vis_files = index_images(ir), index_images(vis)
     if not ir_files:
         raise UserError(f"no images in {ir}; point at the folder holding the infrared images")
     if not vis_files:

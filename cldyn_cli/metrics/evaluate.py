@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from cldyn_cli.data.images import image_size, is_image, read_image, read_infrared, to_uint8
-from cldyn_cli.data.pairs import find_pairs
+from cldyn_cli.data.pairs import find_pairs, index_images
 from cldyn_cli.errors import UserError
 from cldyn_cli.metrics import HIGHER_IS_BETTER, compute_all
 
@@ -62,18 +62,6 @@ def method_names(paths: list[Path]) -> list[str]:
     return [p.as_posix() if base.count(b) > 1 else b for p, b in zip(paths, base)]
 
 
-def _index(folder: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and is_image(path) and not path.name.startswith("."):
-            key = path.relative_to(folder).with_suffix("").as_posix()
-            if key in found:
-                raise UserError(f"two fused images share the name {key!r} in {folder}: {found[key].name} and "
-                                f"{path.name}; keep one")
-            found[key] = path
-    return found
-
-
 def _size_text(hw: tuple[int, int]) -> str:
     return f"{hw[1]}x{hw[0]}"
 
@@ -100,7 +88,7 @@ def build_jobs(ir: Path, vis: Path, fused: list[Path]) -> list[Job]:
         if path.is_file():
             per_method.append([path])
             continue
-        index = _index(path)
+        index = index_images(path)
         missing = [p.name for p in pairs if p.name not in index]
         if missing:
             shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")

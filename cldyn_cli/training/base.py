@@ -106,6 +106,14 @@ def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tenso
             opt.state[p] = state
 
 
+def check_resumable(saved: dict, config: object, keys: tuple[str, ...], path: Path) -> None:
+    """Refuse to resume when a setting that shapes the run differs from the saved one."""
+    changed = [k for k in keys if saved.get(k) != getattr(config, k)]
+    if changed:
+        detail = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
+        raise UserError(f"cannot resume from {path}: it was trained with {detail}; use the same settings")
+
+
 def state_path(output: Path) -> Path:
     """Where the resumable training state of ``output`` lives."""
     return output.with_name(output.stem + ".train-state.safetensors")
@@ -123,11 +131,7 @@ def load_state(path: Path, model: VFN, opt: torch.optim.Adam, gen: torch.Generat
                config: TrainBaseConfig) -> int:
     """Restore a run from ``path`` and return the step it had reached."""
     tensors, metadata = load_checkpoint(path, TRAIN_STATE_FORMAT)
-    saved = metadata_json(metadata, "config", path)
-    changed = [k for k in _RESUME_KEYS if saved.get(k) != getattr(config, k)]
-    if changed:
-        detail = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
-        raise UserError(f"cannot resume from {path}: it was trained with {detail}; use the same settings")
+    check_resumable(metadata_json(metadata, "config", path), config, _RESUME_KEYS, path)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     restore_optimizer(opt, tensors)
     gen.set_state(tensors["rng.augment"])

@@ -22,7 +22,7 @@ from cldyn_cli.fusion import compensated_y, task_rgb
 from cldyn_cli.models.rsc import RSCConfig, SemanticCompensation
 from cldyn_cli.models.vfn import VFN
 from cldyn_cli.tasks import Batch, TaskBackend
-from cldyn_cli.training.base import batch_indices, optimizer_tensors, restore_optimizer
+from cldyn_cli.training.base import batch_indices, check_resumable, optimizer_tensors, restore_optimizer
 from cldyn_cli.training.cagrad import combine
 from cldyn_cli.training.reward import reward_penalty
 
@@ -163,11 +163,7 @@ def _save_state(path: Path, compensation: SemanticCompensation, opt: torch.optim
 def _load_state(path: Path, compensation: SemanticCompensation, opt: torch.optim.Optimizer,
                 config: CompensateConfig) -> int:
     tensors, metadata = load_checkpoint(path, RSC_TRAIN_STATE_FORMAT)
-    saved = metadata_json(metadata, "config", path)
-    changed = [k for k in _RESUME_KEYS if saved.get(k) != getattr(config, k)]
-    if changed:
-        detail = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
-        raise UserError(f"cannot resume from {path}: it was trained with {detail}; use the same settings")
+    check_resumable(metadata_json(metadata, "config", path), config, _RESUME_KEYS, path)
     compensation.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("rsc.")})
     restore_optimizer(opt, tensors)
     torch.set_rng_state(tensors["rng.torch"])
