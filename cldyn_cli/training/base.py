@@ -88,10 +88,18 @@ def augmented_crop(ir: np.ndarray, vis: np.ndarray, crop: int, gen: torch.Genera
     return torch.rot90(t, int(turns), dims=(-2, -1))
 
 
+def _all_params(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in opt.param_groups for p in group["params"]]
+
+
 def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """The optimiser's per-parameter state as named tensors (safetensors stores no pickles)."""
+    """The optimiser's per-parameter state (all parameter groups) as named tensors.
+
+    Safetensors stores no pickles, so the state dict is flattened to ``optim.{index}.{key}``;
+    hyper-parameters are not stored: they come from the run's config.
+    """
     out = {}
-    for i, p in enumerate(opt.param_groups[0]["params"]):
+    for i, p in enumerate(_all_params(opt)):
         for key, value in opt.state.get(p, {}).items():
             out[f"optim.{i}.{key}"] = torch.as_tensor(value)
     return out
@@ -99,7 +107,7 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
 
 def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
     """Inverse of :func:`optimizer_tensors`."""
-    for i, p in enumerate(opt.param_groups[0]["params"]):
+    for i, p in enumerate(_all_params(opt)):
         state = {k.split(".")[2]: v.clone() if k.endswith(".step") else v.to(p.device)
                  for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
         if state:

@@ -50,6 +50,7 @@ def train(
     split: Annotated[str, typer.Option(help="Split folder to train on.")] = "train",
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Save the resumable state every N steps.")] = 50,
     resume: Annotated[bool, typer.Option(help="Continue from OUTPUT's .train-state.safetensors.")] = False,
+    workers: Annotated[int, typer.Option(min=0, help="Threads decoding images (results do not depend on it).")] = 0,
     seed: Seed = 0,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -90,7 +91,7 @@ def train(
             bar.update(job, total=total, completed=step, status=f"loss {loss:.4f}  lr {step_lr:.4g}")
 
         net = train_ctdnet(data, output, config, dev, base=base, backbone=backbone_weights, resume=resume,
-                           on_step=on_step)
+                           on_step=on_step, workers=workers)
     provenance = {"data": str(data), "split": split, "inputs": inputs,
                   "fused_with": str(fused_with) if fused_with else ("embedded" if inputs == "fused" else None),
                   "backbone_weights": str(backbone_weights) if backbone_weights else None,
@@ -120,8 +121,11 @@ def evaluate(
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Salient-object metrics of CTDNet on fused images: maxF/meanF/adpF (beta^2 = 0.3), maxE/meanE/adpE,
-    Sm and MAE, compared at each mask's own resolution."""
+    """Score fused images with CTDNet: F-measure, E-measure, S-measure and MAE.
+
+    maxF/meanF/adpF (beta^2 = 0.3), maxE/meanE/adpE, Sm and MAE (PySODMetrics); each prediction is
+    compared with its mask at the mask's own resolution. One column per --fused folder.
+    """
     from cldyn_plugin_ctdnet.backend import load
     from cldyn_plugin_ctdnet.data import FusedWithMasks, SodDataset
     from cldyn_plugin_ctdnet.metrics import HIGHER_IS_BETTER

@@ -1,9 +1,9 @@
 """Salient-object metrics with PySODMetrics (the reference Python port of the usual MATLAB toolbox).
 
 F-measure comes from ``FmeasureV2`` with an ``FmeasureHandler`` (the successor of the
-deprecated ``Fmeasure``; same numbers). Per image, the prediction (sigmoid of the saliency logits, as 8-bit) is compared with the mask
-binarised at 128; PySODMetrics min-max normalises each prediction as the MATLAB code does.
-Reported (means over images):
+deprecated ``Fmeasure``; same numbers). Per image, the prediction (sigmoid of the saliency
+logits, as 8-bit) is compared with the mask binarised at 128; PySODMetrics min-max normalises
+each prediction as the MATLAB code does. Reported (means over images):
 
 - ``maxF``, ``meanF``, ``adpF``: F-measure with beta^2 = 0.3, maximum and mean over the 256
   thresholds of the mean curve, and with the adaptive threshold (twice the mean prediction);

@@ -21,6 +21,7 @@ from its periodic checkpoint ends with exactly the weights of an uninterrupted r
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -102,7 +103,8 @@ def augment(raw: RawSample, gen: torch.Generator) -> RawSample:
         t = t[..., top:h - cut_h + top, left:w - cut_w + left]
         return t.flip(-1) if flip else t
 
-    return RawSample(apply(raw.ir), apply(raw.vis), apply(raw.mask), apply(raw.edge), raw.name)  # type: ignore[arg-type]
+    return RawSample(apply(raw.ir), apply(raw.vis), apply(raw.mask),  # type: ignore[arg-type]
+                     apply(raw.edge), raw.name)
 
 
 def fused_inputs(base: VFN, ir: Tensor, vis: Tensor) -> Tensor:
@@ -171,11 +173,12 @@ def check_config(config: TrainConfig) -> None:
 
 def train_ctdnet(data: Path, output: Path, config: TrainConfig, device: torch.device, *,
                  base: Optional[VFN] = None, backbone: Optional[Path] = None, resume: bool = False,
-                 on_step: Optional[StepCallback] = None) -> CTDNet:
+                 on_step: Optional[StepCallback] = None, workers: int = 0) -> CTDNet:
     """Train CTDNet-18 on ``data`` (VT5000 or ir/vis/gt layout), checkpointing to ``state_path(output)``.
 
     ``base`` fuses the training images when ``config.inputs == "fused"``. Returns the trained
-    network in eval mode; save it with ``weights.save_ctdnet``.
+    network in eval mode; save it with ``weights.save_ctdnet``. ``workers`` > 0 decodes each batch's
+    images in that many threads (augmentation stays in order, so results do not change).
     """
     check_config(config)
     if config.inputs == "fused" and base is None:
@@ -206,24 +209,30 @@ def train_ctdnet(data: Path, output: Path, config: TrainConfig, device: torch.de
         if not checkpoint.exists():
             raise UserError(f"--resume given but {checkpoint} does not exist; run without --resume first")
         step = _load_state(checkpoint, net, optimisers, gen, total, config, inputs_from)
-    while step < total:
-        factor = lr_factor(step, total)
-        optimisers["bkbone"].param_groups[0]["lr"] = config.lr * config.backbone_lr_scale * factor
-        optimisers["decoder"].param_groups[0]["lr"] = config.lr * factor
-        indices = train_indices(len(dataset), config.batch_size, config.seed, step)
-        batch = collate([finish(augment(dataset.raw(i), gen), config.size) for i in indices])
-        ir, vis = batch.ir.to(device), batch.vis.to(device)
-        images = fused_inputs(base, ir, vis) if config.inputs == "fused" else vis  # type: ignore[arg-type]
-        out = net(preprocess(images, config.size), with_aux=True)
-        loss = ctdnet_loss(out, batch.targets["mask"].to(device), batch.targets["edge"].to(device))
-        for opt in optimisers.values():
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in optimisers.values():
-            opt.step()
-        step += 1
-        if step % config.checkpoint_every == 0 or step == total:
-            _save_state(checkpoint, net, optimisers, gen, step, total, config, inputs_from)
-        if on_step is not None:
-            on_step(step, total, loss.item(), config.lr * factor)
+    pool = ThreadPoolExecutor(workers) if workers > 0 else None
+    try:
+        while step < total:
+            factor = lr_factor(step, total)
+            optimisers["bkbone"].param_groups[0]["lr"] = config.lr * config.backbone_lr_scale * factor
+            optimisers["decoder"].param_groups[0]["lr"] = config.lr * factor
+            indices = train_indices(len(dataset), config.batch_size, config.seed, step)
+            raws = list(pool.map(dataset.raw, indices)) if pool is not None else [dataset.raw(i) for i in indices]
+            batch = collate([finish(augment(raw, gen), config.size) for raw in raws])
+            ir, vis = batch.ir.to(device), batch.vis.to(device)
+            images = fused_inputs(base, ir, vis) if config.inputs == "fused" else vis  # type: ignore[arg-type]
+            out = net(preprocess(images, config.size), with_aux=True)
+            loss = ctdnet_loss(out, batch.targets["mask"].to(device), batch.targets["edge"].to(device))
+            for opt in optimisers.values():
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in optimisers.values():
+                opt.step()
+            step += 1
+            if step % config.checkpoint_every == 0 or step == total:
+                _save_state(checkpoint, net, optimisers, gen, step, total, config, inputs_from)
+            if on_step is not None:
+                on_step(step, total, loss.item(), config.lr * factor)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return net.eval()

@@ -41,8 +41,8 @@ def base_vfn(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def make_scene(root: Path, name: str, hw: tuple[int, int] = (40, 48), folders: tuple[str, str, str] = ("T", "RGB", "GT"),
-               mask: np.ndarray | None = None) -> None:
+def make_scene(root: Path, name: str, hw: tuple[int, int] = (40, 48),
+               folders: tuple[str, str, str] = ("T", "RGB", "GT"), mask: np.ndarray | None = None) -> None:
     """One hand-made pair with a square mask, in the given (ir, vis, gt) folders under root."""
     h, w = hw
     rng = np.random.default_rng(len(name))

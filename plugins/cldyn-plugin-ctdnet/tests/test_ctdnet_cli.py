@@ -66,7 +66,7 @@ def test_killed_run_resumes_to_identical_weights(trained: Path, vt5000: Path, ba
     with pytest.raises(KeyboardInterrupt):
         train_ctdnet(vt5000, out, config, torch.device("cpu"), base=load_vfn(base_vfn)[0], on_step=kill_at_3)
     assert state_path(out).exists()  # saved at step 2
-    invoke("ctdnet", "train", vt5000, "-o", out, "--fused-with", base_vfn, *TRAIN, "--resume")
+    invoke("ctdnet", "train", vt5000, "-o", out, "--fused-with", base_vfn, *TRAIN, "--resume", "--workers", "2")
     straight, resumed = load_file(str(trained)), load_file(str(out))
     assert straight.keys() == resumed.keys()
     for key in straight:
