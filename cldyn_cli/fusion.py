@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from cldyn_cli.tasks import TaskBackend
 
 AUTO_TILE_PIXELS = 2048 * 2048  # above this many pixels, fuse tile by tile
-DEFAULT_TILE = 1024
+DEFAULT_TILE = 512  # smaller tiles reuse memory better on CPU (measured: 2048x1536 at 13.5 s/MP vs 19.7)
 MIN_SIDE = 8  # reflect padding needs a few pixels; smaller images are padded and cropped back
 
 
