@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from cldyn_cli.checkpoint import read_metadata
-from cldyn_cli.cli.common import Device, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
 from cldyn_cli.config import build, read_yaml, with_overrides
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import load_vfn, save_compensation

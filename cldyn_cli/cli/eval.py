@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cldyn_cli.cli.common import Quiet, progress, user_errors
+from cldyn_cli.ui import Quiet, progress, user_errors
 from cldyn_cli.errors import UserError
 from cldyn_cli.outputs import current_umask
 from cldyn_cli.metrics import CONVENTIONS, DEFAULT_CONVENTION, HIGHER_IS_BETTER, parse_metric_names

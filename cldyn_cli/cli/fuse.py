@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 import typer
 
-from cldyn_cli.cli.common import Device, Overwrite, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.ui import Device, Overwrite, Quiet, progress, resolve_device, user_errors
 from cldyn_cli.data.images import read_image, read_infrared, write_png
 from cldyn_cli.data.pairs import check_sizes, find_pairs
 from cldyn_cli.errors import UserError
@@ -19,7 +20,7 @@ from cldyn_cli.fusion import Fuser, compensated_y, fuse_images, resize_to, to_ar
 from cldyn_cli.models.loading import load_compensation, load_vfn
 from cldyn_cli.models.rsc import A2SI
 from cldyn_cli.plugins import get_task
-from cldyn_cli.tasks import TaskOptions
+from cldyn_cli.tasks import TaskBackend, TaskOptions, TaskSpec
 from cldyn_cli.outputs import all_or_nothing, check_output_dir
 
 
@@ -94,9 +95,7 @@ def task_fusion(task: str, rsc: Path, options: TaskOptions, sample: bool, seed: 
     trained_for = {t.get("task"): t for t in metadata_json(metadata, "tasks", rsc)}
     if spec.name not in trained_for:
         typer.echo(f"warning: {rsc} was trained for {', '.join(map(str, trained_for))}, not {spec.name}", err=True)
-    elif options.feature_layer is None:
-        options.feature_layer = trained_for[spec.name].get("feature_layer")
-    backend = spec.load(options)
+    backend = _load_backend(spec, options, trained_for.get(spec.name, {}).get("feature_layer"), rsc)
     for block in compensation.modules():
         if isinstance(block, A2SI):
             block.sample = sample
@@ -109,6 +108,21 @@ def task_fusion(task: str, rsc: Path, options: TaskOptions, sample: bool, seed: 
         return to_array(recombine(fused_y.float(), vis_t).cpu())
 
     return fuse_one
+
+
+def _load_backend(spec: TaskSpec, options: TaskOptions, trained_layer: Optional[str], rsc: Path) -> TaskBackend:
+    """The task network, tapped where the compensation was trained unless told otherwise.
+
+    A different architecture (cross-detector use) may lack that layer: then the task's default.
+    """
+    if options.feature_layer is not None or trained_layer is None:
+        return spec.load(options)
+    try:
+        return spec.load(replace(options, feature_layer=trained_layer))
+    except UserError:
+        typer.echo(f"warning: this task network has no layer {trained_layer!r}, which {rsc} was trained with; "
+                   "using the task's default layer", err=True)
+        return spec.load(options)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cldyn_cli import plugins as registry
-from cldyn_cli.cli.common import user_errors
+from cldyn_cli.ui import user_errors
 
 
 @user_errors

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from cldyn_cli.cli.common import Quiet, Seed, progress, user_errors
+from cldyn_cli.ui import Quiet, Seed, progress, user_errors
 from cldyn_cli.data.synth import LAYOUTS, MIN_SIZE, write_dataset
 from cldyn_cli.errors import UserError
 

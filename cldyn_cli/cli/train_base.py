@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cldyn_cli.cli.common import Device, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
 from cldyn_cli.config import load_config
 from cldyn_cli.data.pairs import find_dataset_pairs
 from cldyn_cli.errors import UserError

@@ -22,6 +22,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -63,9 +64,13 @@ def _provide_fonts(config_dir: Path) -> None:
     for name in _FONTS:
         target = config_dir / name
         if not target.exists():
-            tmp = target.with_suffix(".tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=config_dir)  # unique: processes may race here
+            os.close(fd)
+            try:
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, target)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
 
 
 def ultralytics_ready() -> ModuleType:

@@ -22,9 +22,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cldyn_cli.cli.common import Device, Quiet, progress, resolve_device, user_errors
 from cldyn_cli.errors import UserError
 from cldyn_cli.tasks import TaskOptions
+from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
 
 app = typer.Typer(help="Ultralytics YOLO tools of the det task: train a detector offline, score fused images.",
                   no_args_is_help=True)
@@ -48,6 +48,39 @@ def _copy_atomic(source: Path, target: Path) -> None:
         raise
 
 
+_OPTION_KEYS = {"epochs", "imgsz", "batch", "seed", "workers", "patience", "device"}  # options of this command
+_MANAGED_KEYS = {"data", "model", "project", "name", "exist_ok", "mode", "task", "resume"}
+
+
+def _train_settings(items: list[str]) -> dict[str, object]:
+    """``--set key=value`` pairs (values read as YAML: numbers, booleans, lists), checked against
+    Ultralytics' argument names."""
+    import yaml
+
+    from cldyn_plugin_yolo._env import ultralytics_ready
+
+    ultralytics_ready()
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr0=0.01")
+        if key in _OPTION_KEYS:
+            raise UserError(f"--set {key}=...: use the --{key} option of this command instead")
+        if key in _MANAGED_KEYS:
+            raise UserError(f"--set {key}=...: cldyn yolo train sets this itself")
+        if key not in DEFAULT_CFG_DICT:
+            raise UserError(f"--set {key}=...: not an Ultralytics training argument (see ultralytics/cfg/default.yaml)")
+        try:
+            out[key] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
 @app.command("train")
 @user_errors
 def train(
@@ -61,6 +94,9 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed (Ultralytics' deterministic mode).")] = 0,
     workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes.")] = 0,
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without improvement.")] = 100,
+    settings: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="KEY=VALUE", help="Any other Ultralytics training argument, e.g. --set lr0=0.01 "
+        "--set mosaic=0.5 (repeatable).")] = None,
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
@@ -73,6 +109,7 @@ def train(
         raise UserError(f"--output {output} must end in .pt (an Ultralytics checkpoint)")
     if model.lower().endswith(".pt") and not Path(model).is_file():
         raise UserError(f"--model {model} does not exist; give a local .pt or a model YAML (nothing is downloaded)")
+    extra = _train_settings(settings or [])
     dev = resolve_device(device)
     ultralytics_ready()
     from ultralytics import YOLO
@@ -83,10 +120,10 @@ def train(
         raise UserError(f"cannot load --model {model}: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}") from None
     project = runs_dir() / "train"
     try:
-        detector.train(data=str(data.resolve()), epochs=epochs, imgsz=imgsz, batch=batch, seed=seed,
-                       deterministic=True, workers=workers, patience=patience, device=_ultralytics_device(dev),
-                       plots=False, amp=False, project=str(project), name=output.stem, exist_ok=True,
-                       verbose=not quiet, val=True)
+        arguments = {"deterministic": True, "plots": False, "amp": False, "verbose": not quiet, "val": True, **extra}
+        detector.train(data=str(data.resolve()), epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, workers=workers,
+                       patience=patience, device=_ultralytics_device(dev), project=str(project), name=output.stem,
+                       exist_ok=True, **arguments)
     except (FileNotFoundError, SyntaxError, ValueError, RuntimeError) as exc:  # e.g. Ultralytics' dataset checks
         raise UserError(f"training failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}") from None
     trainer = detector.trainer

@@ -166,7 +166,10 @@ def _load_pt(path: Path) -> tuple[nn.Module, dict]:
         try:
             model, ckpt = load_checkpoint(target, inplace=False)
         except Exception as exc:
-            raise UserError(f"{path} is not a loadable Ultralytics checkpoint ({_reason(exc)})") from None
+            hint = ""
+            if "outside the supported" in str(exc) and os.environ.get("ULTRALYTICS_SAFE_LOAD", "") not in {"", "0"}:
+                hint = "; if you trust the file, ULTRALYTICS_SAFE_LOAD=0 unpickles it in full"
+            raise UserError(f"{path} is not a loadable Ultralytics checkpoint ({_reason(exc)}){hint}") from None
     return model, ckpt
 
 

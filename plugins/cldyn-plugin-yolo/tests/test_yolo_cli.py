@@ -97,6 +97,15 @@ def test_cli_user_errors(fresh_plugins, m3fd: Path, tmp_path: Path, base_args: l
     result = runner.invoke(_app(), ["yolo", "eval", str(tmp_path), "--labels", str(tmp_path / "nolabels"),
                                     "--task-weights", str(TINY_YAML), "--device", "cpu", "--quiet"])
     assert result.exit_code == 2 and "nolabels does not exist" in result.output
+    data = tmp_path / "data.yaml"
+    data.write_text("path: /nowhere\ntrain: images\nval: images\nnames: [a]\n")
+    for setting, message in (("foo=1", "not an Ultralytics training argument"), ("epochs=3", "use the --epochs"),
+                             ("project=x", "sets this itself"), ("lr0", "expected KEY=VALUE")):
+        result = runner.invoke(_app(), ["yolo", "train", str(data), "-o", str(tmp_path / "x.pt"), "--set", setting])
+        assert result.exit_code == 2 and message in result.output, result.output
+    result = runner.invoke(_app(), ["yolo", "train", str(data), "-o", str(tmp_path / "x.pt"), "--epochs", "1",
+                                    "--device", "cpu", "--quiet"])
+    assert result.exit_code == 2 and "training failed" in result.output and "Traceback" not in result.output
 
 
 def test_yolo_train_offline(fresh_plugins, m3fd: Path, tmp_path: Path, no_network) -> None:
@@ -121,3 +130,18 @@ def test_yolo_train_offline(fresh_plugins, m3fd: Path, tmp_path: Path, no_networ
 
     backend = load(TaskOptions(weights=out))
     assert backend.names == NAMES and backend.imgsz == 64  # the training imgsz comes with the checkpoint
+
+
+def test_command_module_imports_first_without_a_cycle() -> None:
+    """Importing the plugin's command module before the cldyn CLI must not break the plugin."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import cldyn_plugin_yolo.cli\n"
+            "from cldyn_cli import plugins\n"
+            "print([(p.name, p.error) for p in plugins.list_plugins() if p.name == 'yolo'])\n")
+    env = {**os.environ, "CLDYN_PLUGINS": "yolo", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "[('yolo', None)]" in done.stdout and "failed" not in done.stderr

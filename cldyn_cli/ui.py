@@ -1,4 +1,6 @@
-"""Shared pieces of the CLI: user-error handling, option types, progress bars, devices."""
+"""Shared pieces of every command, core or plugin: user-error handling, option types, progress, devices.
+
+It lives outside `cldyn_cli.cli` so that plugin command modules can import it without building the app."""
 
 from __future__ import annotations
 
