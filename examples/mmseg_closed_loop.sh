@@ -43,9 +43,10 @@ fi
 stamp "1. synthetic scenes (FMB layout, ${SIZE})"
 $cldyn synth "$work/fmb" --n "$N" --size "$SIZE" --seed 11 --layout fmb --quiet
 
-stamp "2. base fusion of both splits"
+stamp "2. base fusion of both splits (train: the segmentor's training images; test: the baseline)"
 for split in train test; do
-    $cldyn fuse "$work/fmb/$split/Infrared" "$work/fmb/$split/Visible" -o "$work/fused-base/$split" \
+    out=$([[ $split == train ]] && echo "$work/base-train" || echo "$work/fused-base")
+    $cldyn fuse "$work/fmb/$split/Infrared" "$work/fmb/$split/Visible" -o "$out" \
         ${base_args[@]+"${base_args[@]}"} --device cpu --overwrite --quiet
 done
 
@@ -62,7 +63,7 @@ cfg_options:
   model.decode_head.in_channels: [$EMBED, $((EMBED * 2)), $((EMBED * 4)), $((EMBED * 8))]
   model.decode_head.channels: $((EMBED * 4))
 EOF
-$cldyn mmseg train "$work/fmb" --images "$work/fused-base/train" --task-config "$work/segformer-tiny.yaml" \
+$cldyn mmseg train "$work/fmb" --images "$work/base-train" --task-config "$work/segformer-tiny.yaml" \
     -o "$work/segformer.pth" --steps "$SEG_STEPS" --batch-size 8 --lr 2e-3 --seed 0 --device cpu --quiet
 
 stamp "4. compensation against the frozen SegFormer (config and classes come with its checkpoint)"
@@ -73,7 +74,7 @@ $cldyn compensate --plugin mmseg --data "$work/fmb" --task-weights "$work/segfor
 stamp "5. compensated fusion of the test scenes, and base vs compensated segmentation"
 $cldyn fuse "$work/fmb/test/Infrared" "$work/fmb/test/Visible" -o "$work/fused-comp" --task seg \
     --rsc "$work/rsc.safetensors" --task-weights "$work/segformer.pth" --device cpu --overwrite --quiet
-$cldyn mmseg eval "$work/fused-base/test" "$work/fused-comp" --labels "$work/fmb/test/Label" \
+$cldyn mmseg eval "$work/fused-base" "$work/fused-comp" --labels "$work/fmb/test/Label" \
     --task-weights "$work/segformer.pth" --json "$work/seg-metrics.json" --device cpu --quiet
 $python - "$work/seg-metrics.json" <<'EOF'
 import json, sys

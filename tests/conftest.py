@@ -7,25 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+
+from imagefiles import save_gray, save_rgb
 
 torch.set_num_threads(1)  # the CI machine has 2 cores; tiny ops are fastest single-threaded
-
-
-def save_gray(path: Path, arr: np.ndarray, bits: int = 8) -> Path:
-    """Save a [0, 1] float array as an 8- or 16-bit grayscale image."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if bits == 16:
-        Image.fromarray((arr * 65535 + 0.5).astype(np.uint16)).save(path)
-    else:
-        Image.fromarray((arr * 255 + 0.5).astype(np.uint8)).save(path)
-    return path
-
-
-def save_rgb(path: Path, arr: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((arr * 255 + 0.5).astype(np.uint8)).save(path)
-    return path
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from cldyn_cli.cli import app
 from cldyn_cli.data.images import read_image
 from cldyn_cli.models.loading import save_vfn
 from cldyn_cli.models.vfn import VFN, VFNConfig
-from conftest import save_gray, save_rgb
+from imagefiles import save_gray, save_rgb
 
 runner = CliRunner()
 

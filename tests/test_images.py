@@ -8,7 +8,7 @@ from PIL import Image
 
 from cldyn_cli.data.images import read_image, read_infrared, to_uint8, write_png
 from cldyn_cli.errors import UserError
-from conftest import save_gray, save_rgb
+from imagefiles import save_gray, save_rgb
 
 
 def test_16bit_tiff_scales_by_65535(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from cldyn_cli.data.pairs import check_sizes, find_dataset_pairs, find_pairs
 from cldyn_cli.errors import UserError
-from conftest import save_gray
+from imagefiles import save_gray
 
 
 def test_pairs_match_by_stem_case_insensitive_extension(pair_dirs) -> None:

@@ -10,7 +10,7 @@ from cldyn_cli.errors import UserError
 from cldyn_plugin_ctdnet.data import FusedWithMasks, SodDataset, collate
 from cldyn_plugin_ctdnet.loss import mask_edges
 
-from conftest import make_scene, save_png
+from ctdnet_testdata import make_scene, save_png
 
 
 def test_vt5000_layout_resized_with_derived_edges(vt5000: Path) -> None:

@@ -28,7 +28,10 @@ def quiet_logs(level: int = logging.WARNING) -> None:
     """MMEngine's logger prints INFO lines on stdout; keep it to warnings (created first, so it stays)."""
     from mmengine.logging import MMLogger
 
-    logger = MMLogger.get_instance("mmengine", log_level=logging.getLevelName(level))
+    if MMLogger.check_instance_created("mmengine"):
+        logger = MMLogger.get_instance("mmengine")
+    else:
+        logger = MMLogger.get_instance("mmengine", log_level=logging.getLevelName(level))
     logger.setLevel(level)
     for handler in logger.handlers:
         handler.setLevel(level)

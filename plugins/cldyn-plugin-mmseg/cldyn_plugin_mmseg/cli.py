@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cldyn_cli.cli.common import Device, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
 from cldyn_cli.errors import UserError
 from cldyn_cli.tasks import TaskOptions
 

@@ -22,9 +22,10 @@ and SyncBN becomes BN (the same parameters; SyncBN cannot run on one CPU process
 
 from __future__ import annotations
 
+import ast
 import os
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,6 @@ class Resolved:
     seed: int = 0
     checkpoint: dict[str, Any] | None = None
     source: str = ""  # where the architecture came from, for messages
-    notes: list[str] = field(default_factory=list)
 
 
 def shipped_config_dir() -> Path:
@@ -121,20 +121,19 @@ def parse_size(value: Any, source: str) -> tuple[int, int]:
     raise UserError(f"size in {source} must be one number or [height, width], each at least 32; got {value!r}")
 
 
-# Objects an MMEngine runner checkpoint holds besides tensors: its message hub keeps HistoryBuffer
-# objects with numpy arrays. They are allowed by name for torch.load(weights_only=True); nothing
-# else is unpickled.
+# Besides tensors, checkpoints may hold numpy arrays and scalars in their meta data: those are
+# allowed by name for torch.load(weights_only=True); nothing else is unpickled. A full MMEngine
+# runner checkpoint also pickles its message hub (HistoryBuffer objects, rebuilt through getattr):
+# it is refused, with a hint to keep just state_dict and meta (README).
 def _safe_globals() -> list[Any]:
     import numpy as np
-    from mmengine.logging import HistoryBuffer
 
-    allowed: list[Any] = [HistoryBuffer, np.ndarray, np.dtype]
     try:
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
-    allowed += [_reconstruct, scalar]
-    allowed += [type(np.dtype(t)) for t in ("f4", "f8", "i4", "i8", "u1", "b1")]
+    allowed: list[Any] = [np.ndarray, np.dtype, _reconstruct, scalar]
+    allowed += [type(np.dtype(t)) for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "b1")]
     return allowed
 
 
@@ -147,14 +146,22 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"task weights {path} do not exist; check the path")
     from mmengine.runner import CheckpointLoader
 
+    from cldyn_plugin_mmseg._env import quiet_logs
+
+    quiet_logs()
     try:
         with torch.serialization.safe_globals(_safe_globals()):
-            checkpoint = CheckpointLoader.load_checkpoint(str(path.resolve()), map_location="cpu", logger=None)
+            checkpoint = CheckpointLoader.load_checkpoint(str(path.resolve()), map_location="cpu", logger="current")
     except pickle.UnpicklingError as exc:
-        detail = str(exc).strip().splitlines()
-        detail = next((line for line in detail if "GLOBAL" in line or "Unsupported" in line), detail[0] if detail else "")
-        raise UserError(f"{path} holds objects that are not loaded for safety ({detail.strip()}); "
-                        "save just {'state_dict': ..., 'meta': ...}") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        unsafe = next((line for line in lines if "Unsupported global" in line), None)
+        if unsafe is None:
+            detail = next((line for line in lines if "operand" in line or "load key" in line), lines[-1] if lines else "")
+            raise UserError(f"cannot read {path} as an MMSeg checkpoint ({detail})") from None
+        what = unsafe.split("GLOBAL", 1)[-1].split(" was not", 1)[0].strip()
+        raise UserError(f"{path} holds objects that are not loaded for safety (global {what}), e.g. a full MMEngine "
+                        "runner checkpoint with its message hub; keep just its state_dict and meta "
+                        "(see the cldyn-plugin-mmseg README)") from None
     except Exception as exc:
         first = str(exc).strip().splitlines()
         raise UserError(f"cannot read {path} as an MMSeg checkpoint: {first[0] if first else type(exc).__name__}") \
@@ -206,6 +213,43 @@ def _classifier_rows(state: dict[str, torch.Tensor]) -> int | None:
     return int(weight.shape[0]) if weight is not None and weight.ndim >= 2 else None
 
 
+def _literal(node: ast.AST) -> Any:
+    """A value of a dumped config: constants, lists, tuples, sets, dicts and ``dict(key=...)`` calls."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        items = [_literal(e) for e in node.elts]
+        return {ast.List: list, ast.Tuple: tuple, ast.Set: set}[type(node)](items)
+    if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args
+            and all(kw.arg is not None for kw in node.keywords)):
+        return {kw.arg: _literal(kw.value) for kw in node.keywords}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _literal(node.operand)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return -value if isinstance(node.op, ast.USub) else value
+    raise ValueError(f"line {getattr(node, 'lineno', '?')}: {type(node).__name__} is not plain data")
+
+
+def config_from_text(text: str) -> Any:
+    """An MMEngine Config from dumped config text (``meta.cfg``), read as data: nothing is executed.
+
+    MMEngine's ``Config.fromstring`` would run the text as Python; a checkpoint is not trusted that far.
+    """
+    from mmengine.config import Config
+
+    values: dict[str, Any] = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            values[node.targets[0].id] = _literal(node.value)
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # a docstring
+        else:
+            raise ValueError(f"line {node.lineno}: only assignments of plain data are read")
+    return Config(values)
+
+
 def _load_cfg(path: Path) -> Any:
     from mmengine.config import Config
 
@@ -221,20 +265,17 @@ def _load_cfg(path: Path) -> Any:
 
 def resolve(config_path: Path | None, weights: Path | None) -> Resolved:
     """The config to build (see the module docstring for the order of precedence)."""
-    from mmengine.config import Config
-
     task, base_dir = read_task_config(config_path)
     checkpoint = read_checkpoint(weights) if weights is not None else None
-    notes: list[str] = []
     if task.config is not None:
         path = resolve_config_path(task.config, base_dir)
         cfg, source = _load_cfg(path), str(path)
     elif checkpoint is not None and isinstance(checkpoint["meta"].get("cfg"), str):
         try:
-            cfg = Config.fromstring(checkpoint["meta"]["cfg"], ".py")
-        except Exception as exc:
-            raise UserError(f"the config stored in {weights} cannot be read ({type(exc).__name__}); "
-                            "pass --task-config") from None
+            cfg = config_from_text(checkpoint["meta"]["cfg"])
+        except (SyntaxError, ValueError) as exc:
+            raise UserError(f"the config stored in {weights} is not read ({exc}); pass the MMSeg config as "
+                            "--task-config") from None
         source = f"{weights} (meta.cfg)"
     elif checkpoint is not None:
         raise UserError(f"{weights} carries no config; pass the MMSeg config it was trained with as --task-config")
@@ -256,6 +297,8 @@ def resolve(config_path: Path | None, weights: Path | None) -> Resolved:
         raise UserError(f"{config_path}: num_classes is {task.num_classes} but {len(task.classes)} classes are named")
     dataset_meta = checkpoint["meta"].get("dataset_meta") if checkpoint else None
     meta_classes = list(dataset_meta.get("classes") or []) if isinstance(dataset_meta, dict) else []
+    if not meta_classes and checkpoint and isinstance(checkpoint["meta"].get("CLASSES"), (list, tuple)):
+        meta_classes = list(checkpoint["meta"]["CLASSES"])  # MMSeg 0.x checkpoints
     rows = _classifier_rows(checkpoint["state_dict"]) if checkpoint else None
     num_classes = task.num_classes or (len(task.classes) if task.classes else None) or rows \
         or model["decode_head"].get("num_classes")
@@ -279,9 +322,7 @@ def resolve(config_path: Path | None, weights: Path | None) -> Resolved:
         size = parse_size(list(pre["size"]), f"{source} (model.data_preprocessor.size)")
     else:
         size = DEFAULT_SIZE
-        notes.append(f"{source} sets no input size; using {size[0]}x{size[1]}")
     if isinstance(pre, dict):
         pre["size"] = size
     cfg.model = model
-    return Resolved(cfg=cfg, classes=classes, size=size, seed=task.seed, checkpoint=checkpoint, source=source,
-                    notes=notes)
+    return Resolved(cfg=cfg, classes=classes, size=size, seed=task.seed, checkpoint=checkpoint, source=source)

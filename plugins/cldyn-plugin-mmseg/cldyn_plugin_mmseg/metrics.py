@@ -24,7 +24,7 @@ class SegScores:
         from mmseg.evaluation import IoUMetric
 
         self.classes = list(classes)
-        self.metric = IoUMetric(ignore_index=ignore_index, iou_metrics=["mIoU"])
+        self.metric = IoUMetric(ignore_index=ignore_index, iou_metrics=["mIoU"], prefix="seg")
         self.metric.dataset_meta = {"classes": self.classes}
 
     def add(self, pred: Tensor, truth: Tensor) -> None:

@@ -9,6 +9,7 @@ reads files with OpenCV), and subtract ``mean`` / divide by ``std`` taken from t
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -23,11 +24,18 @@ from cldyn_plugin_mmseg.config import Resolved
 def build_segmentor(resolved: Resolved) -> nn.Module:
     """The segmentor of ``resolved.cfg``, initialised (seeded) and, with a checkpoint, loaded strictly."""
     mmseg_ready()
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
 
     cfg = resolved.cfg.model
     try:
-        with torch.random.fork_rng(devices=[]):
+        # The segmentor builds its parts (data preprocessor, losses) through MMEngine's root
+        # registries, which find MMSeg's classes only under MMSeg's default scope.
+        with DefaultScope.overwrite_default_scope("mmseg"), torch.random.fork_rng(devices=[]), \
+                warnings.catch_warnings():
+            # MMSeg's own deprecation notice (build_loss) and its note on avg_non_ignore: not for users.
+            warnings.filterwarnings("ignore", message=".*build_loss.*", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*avg_non_ignore.*", category=UserWarning)
             torch.manual_seed(resolved.seed)
             model = MODELS.build(cfg)
             model.init_weights()

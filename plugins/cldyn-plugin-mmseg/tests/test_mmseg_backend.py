@@ -79,10 +79,11 @@ def test_loss_gradient_reaches_the_image_only(backend: MMSegBackend) -> None:
     loss.backward()
     assert fused.grad is not None and fused.grad.abs().sum() > 0
     assert all(p.grad is None for p in backend.model.parameters())
-    # The decode head's cross-entropy, by hand: logits upsampled to the labels, 255 ignored.
+    # The decode head's cross-entropy by hand: logits upsampled to the labels, 255 contributing zero;
+    # MMSeg's CrossEntropyLoss (avg_non_ignore=False) averages over all pixels.
     with torch.no_grad():
         logits = backend.logits(fused)
-        manual = torch.nn.functional.cross_entropy(logits, targets, ignore_index=255)
+        manual = torch.nn.functional.cross_entropy(logits, targets, ignore_index=255, reduction="none").mean()
     assert torch.allclose(loss.detach(), manual, atol=1e-5)
 
 
@@ -116,18 +117,24 @@ def test_checkpoint_with_other_class_count_is_a_user_error(tiny_pth: Path, tmp_p
         load(TaskOptions(weights=tiny_pth, config=config))
 
 
-def test_runner_style_checkpoint_loads_safely(tiny_pth: Path, tmp_path: Path, tiny_yaml: Path) -> None:
-    """MMEngine's runner also stores its message hub (HistoryBuffer, numpy): allowed by name, loaded."""
+def test_checkpoints_load_safely(tiny_pth: Path, tmp_path: Path) -> None:
+    """Numpy values in meta load; a runner checkpoint's message hub (rebuilt via getattr) and any other
+    pickled object are refused with one line, never executed."""
     from mmengine.logging import MessageHub
 
     ckpt = torch.load(tiny_pth, weights_only=True)
-    hub = MessageHub.get_instance("cldyn-test")
-    hub.update_scalar("train/loss", 1.5)
-    hub.update_scalar("train/loss", np.float64(1.25))
-    ckpt["message_hub"] = hub.state_dict()
-    path = tmp_path / "runner.pth"
+    ckpt["meta"]["palette"] = np.array([[0, 0, 0], [220, 20, 60]], dtype=np.uint8)
+    ckpt["meta"]["seed"] = np.int64(3)
+    path = tmp_path / "numpy.pth"
     torch.save(ckpt, path)
     assert load(TaskOptions(weights=path)).classes == CLASSES
+
+    hub = MessageHub.get_instance("cldyn-test")
+    hub.update_scalar("train/loss", 1.5)
+    ckpt["message_hub"] = hub.state_dict()
+    torch.save(ckpt, tmp_path / "runner.pth")
+    with pytest.raises(UserError, match="not loaded for safety .*HistoryBuffer.*runner checkpoint"):
+        load(TaskOptions(weights=tmp_path / "runner.pth"))
 
     class Payload:
         def __reduce__(self):
