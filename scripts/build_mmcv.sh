@@ -86,6 +86,7 @@ fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cldyn-mmcv.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
 start=$(date +%s)
 
 # Build helpers, outside the target environment: setuptools with pkg_resources,

@@ -14,10 +14,13 @@ one and adjusts it for the data, without environment variables::
 
 Resolution, first match wins: the architecture comes from the YAML's ``config`` (or the ``.py``),
 else from the checkpoint (MMEngine checkpoints carry their config as ``meta.cfg``), else from the
-shipped SegFormer MiT-b0 config. The class count comes from ``num_classes``/``classes``, else from
-the checkpoint's classifier (``decode_head.conv_seg``), else from the config. Pretrained-backbone
-settings (``init_cfg`` of type Pretrained, ``pretrained``) are removed, so nothing is downloaded,
-and SyncBN becomes BN (the same parameters; SyncBN cannot run on one CPU process).
+shipped SegFormer MiT-b0 config. A config stored in a checkpoint is read as plain data (assignments
+of constants, lists, tuples and dicts, as MMEngine dumps them): unlike MMEngine's ``Config.fromstring``
+nothing in it is executed, just as ``torch.load(weights_only=True)`` unpickles no code. The class
+count comes from ``num_classes``/``classes``, else from the checkpoint's classifier
+(``decode_head.conv_seg``), else from the config. Pretrained-backbone settings (``init_cfg`` of type
+Pretrained, ``pretrained``) are removed, so nothing is downloaded, and SyncBN becomes BN (the same
+parameters; SyncBN cannot run on one CPU process).
 """
 
 from __future__ import annotations
@@ -156,7 +159,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         unsafe = next((line for line in lines if "Unsupported global" in line), None)
         if unsafe is None:
-            detail = next((line for line in lines if "operand" in line or "load key" in line), lines[-1] if lines else "")
+            detail = next((line for line in lines if "operand" in line or "load key" in line),
+                          lines[-1] if lines else "")
             raise UserError(f"cannot read {path} as an MMSeg checkpoint ({detail})") from None
         what = unsafe.split("GLOBAL", 1)[-1].split(" was not", 1)[0].strip()
         raise UserError(f"{path} holds objects that are not loaded for safety (global {what}), e.g. a full MMEngine "

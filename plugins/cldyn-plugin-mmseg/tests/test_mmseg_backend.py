@@ -136,6 +136,15 @@ def test_checkpoints_load_safely(tiny_pth: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not loaded for safety .*HistoryBuffer.*runner checkpoint"):
         load(TaskOptions(weights=tmp_path / "runner.pth"))
 
+    # A config text that would run code when executed is refused, not run.
+    marker = tmp_path / "ran"
+    ckpt.pop("message_hub")
+    ckpt["meta"]["cfg"] = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n" + ckpt["meta"]["cfg"]
+    torch.save(ckpt, tmp_path / "code.pth")
+    with pytest.raises(UserError, match="config stored in .* is not read .*line 1"):
+        load(TaskOptions(weights=tmp_path / "code.pth"))
+    assert not marker.exists()
+
     class Payload:
         def __reduce__(self):
             return (print, ("unpickled!",))
