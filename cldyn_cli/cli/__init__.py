@@ -29,9 +29,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def _register() -> None:
-    from cldyn_cli.cli import compensate, eval as eval_, fuse, plugins, synth, train_base
+    from cldyn_cli.cli import compensate, eval as eval_, export, fuse, plugins, synth, train_base
 
-    for module in (compensate, eval_, fuse, plugins, synth, train_base):
+    for module in (compensate, eval_, export, fuse, plugins, synth, train_base):
         module.register(app)
     plugins.register_plugin_commands(app)  # last, so plugins add to the built-in commands
 

@@ -78,12 +78,14 @@ def spatial_gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
     """|d/dx| + |d/dy| per channel with Sobel kernels normalised by 8 and replicate borders.
 
     This is what ``kornia.filters.spatial_gradient(x).abs().sum(dim=2)`` computes, without kornia.
+    Channels are folded into the batch so the kernel is a constant (which keeps ONNX export simple).
     """
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device) / 8.0
-    kernel = torch.stack([kx, kx.t()]).unsqueeze(1).repeat(x.shape[1], 1, 1, 1)  # (2C, 1, 3, 3)
-    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    grads = F.conv2d(padded, kernel, groups=x.shape[1])  # (B, 2C, H, W): gx, gy per channel
-    return grads.abs().unflatten(1, (x.shape[1], 2)).sum(dim=2)
+    kernel = torch.stack([kx, kx.t()]).unsqueeze(1)  # (2, 1, 3, 3): d/dx, d/dy
+    b, c, h, w = x.shape
+    padded = F.pad(x.reshape(b * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
+    grads = F.conv2d(padded, kernel)  # (B*C, 2, H, W)
+    return grads.abs().sum(dim=1).reshape(b, c, h, w)
 
 
 def _shifted3(x: torch.Tensor, pad_value: float, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
