@@ -28,17 +28,9 @@ stamp() { echo "[$(( $(date +%s) - start ))s] $*"; }
 width=${SIZE%x*}
 height=${SIZE#*x}
 
-# A base model: $BASE, else the one shipped with cldyn, else a short train-base run.
+# The base model: $BASE if given, else the one shipped with cldyn.
 base_args=()
-if [[ -n "${BASE:-}" ]]; then
-    base_args=(--base "$BASE")
-elif ! $python -c "from cldyn_cli.models.loading import embedded_base_path as p; raise SystemExit(not p().is_file())"; then
-    stamp "no shipped base model: training a quick one"
-    $cldyn synth "$work/pairs" --n 32 --size 256x256 --seed 7 --layout pairs --quiet
-    $cldyn train-base "$work/pairs" -o "$work/base.safetensors" --steps 150 --crop 96 --batch-size 8 \
-        --blocks 4 --seed 0 --device cpu --quiet
-    base_args=(--base "$work/base.safetensors")
-fi
+if [[ -n "${BASE:-}" ]]; then base_args=(--base "$BASE"); fi
 
 stamp "1. synthetic scenes (FMB layout, ${SIZE})"
 $cldyn synth "$work/fmb" --n "$N" --size "$SIZE" --seed 11 --layout fmb --quiet
