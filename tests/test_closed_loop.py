@@ -123,3 +123,26 @@ def test_cli_refuses_rsc_without_task_and_unknown_tasks(world, tmp_path: Path) -
     assert result.exit_code == 2 and "unknown task 'nosuch'" in result.output
     result = runner.invoke(app, ["compensate", "--plugin", "toyseg", "-o", str(tmp_path / "r.safetensors")])
     assert result.exit_code == 2 and "--plugin and --data go together" in result.output
+
+
+def test_cli_two_tasks_from_a_yaml_config(world, tmp_path: Path) -> None:
+    """Two task entries (toyseg tapped at two layers) train together through CAGrad."""
+    (tmp_path / "tasks.yaml").write_text(
+        "embed_dim: 32\nvectors: 8\nbatch_size: 2\ntasks:\n"
+        f"  - {{plugin: toyseg, data: {world['data']}, weights: {world['seg']}}}\n"
+        f"  - {{plugin: toyseg, data: {world['data']}, weights: {world['seg']}, feature_layer: stem}}\n")
+    result = runner.invoke(app, ["compensate", "--config", str(tmp_path / "tasks.yaml"), "--steps", "2",
+                                 "--base", str(world["base"]), "-o", str(tmp_path / "rsc.safetensors"),
+                                 "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "rsc.log.csv").read_text().splitlines()[1:]
+    assert len(rows) == 4  # two steps x two tasks
+    _, _, meta = load_compensation(tmp_path / "rsc.safetensors")
+    assert '"feature_layer": "stem"' in meta["tasks"]
+
+
+def test_config_with_an_unknown_key_is_refused(world, tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("embed_dim: 32\nlearning_rate: 0.1\n")
+    result = runner.invoke(app, ["compensate", "--config", str(tmp_path / "bad.yaml"), "--plugin", "toyseg",
+                                 "--data", str(world["data"]), "-o", str(tmp_path / "r.safetensors")])
+    assert result.exit_code == 2 and "unknown key(s) learning_rate" in result.output
