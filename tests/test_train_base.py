@@ -48,3 +48,27 @@ def test_loss_decreases(pair_dirs, tmp_path: Path) -> None:
     train_base(find_pairs(*pair_dirs), tmp_path / "d.safetensors", cfg, torch.device("cpu"),
                on_step=lambda s, t, loss: losses.append(loss))
     assert sum(losses[-5:]) < sum(losses[:5])
+
+
+def test_cli_config_file_with_flag_overrides_and_resume(pair_dirs, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cldyn_cli.cli import app
+    from cldyn_cli.models.loading import load_vfn
+
+    data = pair_dirs[0].parent
+    (tmp_path / "train.yaml").write_text("crop: 32\nbatch_size: 2\nblocks: 1\nsteps: 50\ncheckpoint_every: 2\n")
+    out = tmp_path / "m.safetensors"
+    runner = CliRunner()
+    args = ["train-base", str(data), "-o", str(out), "--config", str(tmp_path / "train.yaml"), "--device", "cpu",
+            "--quiet"]
+    result = runner.invoke(app, [*args, "--steps", "2"])  # the flag beats the file's 50
+    assert result.exit_code == 0, result.output
+    model, meta = load_vfn(out)
+    assert model.config.blocks == 1 and '"steps": 2' in meta["provenance"]
+    assert runner.invoke(app, [*args, "--steps", "3", "--resume"]).exit_code == 0
+    assert '"steps": 3' in load_vfn(out)[1]["provenance"]
+    result = runner.invoke(app, [*args, "--seed", "9", "--steps", "4", "--resume"])
+    assert result.exit_code == 2 and "trained with seed=0" in result.output
+    result = runner.invoke(app, ["train-base", str(data), "-o", str(tmp_path), "--quiet"])
+    assert result.exit_code == 2 and "is a folder" in result.output
