@@ -58,6 +58,33 @@ def load_checkpoint(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict
     return tensors, metadata
 
 
+def train_state_path(output: Path) -> Path:
+    """Where the resumable training state of a run writing ``output`` lives (beside it)."""
+    return output.with_name(output.stem + ".train-state.safetensors")
+
+
+def existing_train_state(output: Path) -> Path:
+    """The training state to resume from; a clear error when there is none yet."""
+    path = train_state_path(output)
+    if not path.exists():
+        raise UserError(f"--resume given but {path} does not exist; run without --resume first")
+    return path
+
+
+def resumed_step(output: Path, resume: bool) -> int:
+    """The step a run writing ``output`` starts from: the saved one when resuming, else 0."""
+    state = train_state_path(output)
+    return int(read_metadata(state).get("step", 0)) if resume and state.exists() else 0
+
+
+def check_resumable(saved: dict, config: object, keys: tuple[str, ...], path: Path) -> None:
+    """Refuse to resume when a setting that shapes the run differs from the saved one."""
+    changed = [k for k in keys if saved.get(k) != getattr(config, k)]
+    if changed:
+        detail = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
+        raise UserError(f"cannot resume from {path}: it was trained with {detail}; use the same settings")
+
+
 def metadata_json(metadata: dict[str, str], key: str, path: Path) -> Any:
     """A JSON-valued metadata entry, with a clear error when it is missing or malformed."""
     try:

@@ -26,8 +26,12 @@ def check_output_dir(out: Path, names: list[str], suffix: str, overwrite: bool) 
 
 
 @contextmanager
-def staged_dir(out: Path) -> Iterator[Path]:
-    """A hidden folder inside ``out`` to write into; its files move into ``out`` on success only."""
+def all_or_nothing(out: Path) -> Iterator[Path]:
+    """A hidden folder inside ``out`` to write into; its files move into ``out`` on success only.
+
+    On failure nothing reaches ``out``, and ``out`` itself is removed again when this call created it.
+    """
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".cldyn-partial-", dir=out))
     try:
@@ -36,21 +40,12 @@ def staged_dir(out: Path) -> Iterator[Path]:
             target = out / path.relative_to(stage)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-@contextmanager
-def all_or_nothing(out: Path) -> Iterator[Path]:
-    """Like :func:`staged_dir`, and removes ``out`` again on failure when this call created it."""
-    created = not out.exists()
-    try:
-        with staged_dir(out) as stage:
-            yield stage
     except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
+        shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out.iterdir()):
             out.rmdir()
         raise
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 def current_umask() -> int:

@@ -7,7 +7,8 @@ import torch
 
 from cldyn_cli.data.pairs import find_pairs
 from cldyn_cli.errors import UserError
-from cldyn_cli.training.base import TrainBaseConfig, batch_indices, state_path, train_base
+from cldyn_cli.checkpoint import train_state_path
+from cldyn_cli.training.base import TrainBaseConfig, batch_indices, train_base
 
 CFG = TrainBaseConfig(crop=32, batch_size=2, lr=1e-3, steps=6, blocks=1, seed=3, checkpoint_every=2)
 
@@ -28,7 +29,7 @@ def test_killed_run_resumes_to_identical_weights(pair_dirs, tmp_path: Path) -> N
 
     with pytest.raises(KeyboardInterrupt):
         train_base(pairs, tmp_path / "b.safetensors", CFG, torch.device("cpu"), on_step=kill_at_5)
-    assert state_path(tmp_path / "b.safetensors").exists()  # last saved at step 4
+    assert train_state_path(tmp_path / "b.safetensors").exists()  # last saved at step 4
     resumed = train_base(pairs, tmp_path / "b.safetensors", CFG, torch.device("cpu"), resume=True)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name

@@ -10,12 +10,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from cldyn_cli.checkpoint import read_metadata
+from cldyn_cli.checkpoint import resumed_step
 from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
 from cldyn_cli.config import build, read_yaml, with_overrides
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import load_vfn, save_compensation
-from cldyn_cli.training.closed_loop import (CompensateConfig, StepReport, TaskEntry, load_tasks, state_path,
+from cldyn_cli.training.closed_loop import (CompensateConfig, StepReport, TaskEntry, load_tasks,
                                             total_steps, train_compensation)
 
 LOG_FIELDS = ["step", "task", "l_comp", "l_base", "penalty", "loss"]
@@ -102,7 +102,7 @@ def compensate(
     base_model, base_meta = load_vfn(base, dev)
     tasks = load_tasks(cfg.tasks, dev)
     log_path = log or output.with_name(output.stem + ".log.csv")
-    resumed_at = int(read_metadata(state_path(output)).get("step", 0)) if resume and state_path(output).exists() else 0
+    resumed_at = resumed_step(output, resume)
     kept = _log_rows(log_path, resumed_at) if resume else []
     total = total_steps(cfg, tasks)
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import multiprocessing
 import os
-import tempfile
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,7 +19,7 @@ from rich.table import Table
 
 from cldyn_cli.ui import Quiet, progress, user_errors
 from cldyn_cli.errors import UserError
-from cldyn_cli.outputs import current_umask
+from cldyn_cli.outputs import atomic_path
 from cldyn_cli.metrics import CONVENTIONS, DEFAULT_CONVENTION, HIGHER_IS_BETTER, parse_metric_names
 from cldyn_cli.metrics.conventions import get_convention, metric_notes
 from cldyn_cli.metrics.evaluate import (GRAYSCALE_NOTE, Job, Summary, best_methods, build_jobs, evaluate_job,
@@ -44,23 +44,13 @@ def _check_report_dir(path: Path | None) -> None:
 
 
 def _write_all(outputs: dict[Path, str]) -> None:
-    """Write every output to a temporary file beside it, then move them all into place."""
-    staged: list[tuple[Path, Path]] = []
+    """Write every output to a temporary file beside it; they all move into place only if all succeed."""
     try:
-        for path, text in outputs.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            staged.append((Path(tmp), path))
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o666 & ~current_umask())
-        for tmp, path in staged:
-            os.replace(tmp, path)
+        with contextlib.ExitStack() as stack:
+            for path, text in outputs.items():
+                stack.enter_context(atomic_path(path)).write_text(text, encoding="utf-8", newline="")
     except OSError as exc:
         raise UserError(f"cannot write outputs: {exc.strerror or exc}: {exc.filename or ''}") from None
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:

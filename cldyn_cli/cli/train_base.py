@@ -14,7 +14,8 @@ from cldyn_cli.config import load_config
 from cldyn_cli.data.pairs import find_dataset_pairs
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import save_vfn
-from cldyn_cli.training.base import TrainBaseConfig, state_path, train_base, usable_crop
+from cldyn_cli.checkpoint import train_state_path
+from cldyn_cli.training.base import TrainBaseConfig, train_base, usable_crop
 
 
 @user_errors
@@ -64,7 +65,7 @@ def train_base_command(
                   "train_config": asdict(cfg), "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     save_vfn(model.cpu(), output, provenance)
     if not quiet:
-        typer.echo(f"wrote {output} (resumable state: {state_path(output)})", err=True)
+        typer.echo(f"wrote {output} (resumable state: {train_state_path(output)})", err=True)
 
 
 def register(app: typer.Typer) -> None:

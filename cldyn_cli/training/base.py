@@ -15,7 +15,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from cldyn_cli.checkpoint import TRAIN_STATE_FORMAT, atomic_save, load_checkpoint, metadata_json
+from cldyn_cli.checkpoint import (TRAIN_STATE_FORMAT, atomic_save, check_resumable, existing_train_state,
+                                  load_checkpoint, metadata_json, train_state_path)
 from cldyn_cli.colour import luminance
 from cldyn_cli.data.images import read_image, read_infrared
 from cldyn_cli.data.pairs import Pair, check_sizes
@@ -114,19 +115,6 @@ def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tenso
             opt.state[p] = state
 
 
-def check_resumable(saved: dict, config: object, keys: tuple[str, ...], path: Path) -> None:
-    """Refuse to resume when a setting that shapes the run differs from the saved one."""
-    changed = [k for k in keys if saved.get(k) != getattr(config, k)]
-    if changed:
-        detail = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
-        raise UserError(f"cannot resume from {path}: it was trained with {detail}; use the same settings")
-
-
-def state_path(output: Path) -> Path:
-    """Where the resumable training state of ``output`` lives."""
-    return output.with_name(output.stem + ".train-state.safetensors")
-
-
 def save_state(path: Path, model: VFN, opt: torch.optim.Adam, gen: torch.Generator, step: int,
                config: TrainBaseConfig) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -154,7 +142,7 @@ def usable_crop(pairs: list[Pair], crop: int) -> int:
 
 def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device: torch.device,
                resume: bool = False, on_step: Optional[StepCallback] = None) -> VFN:
-    """Train a VFN on ``pairs``, checkpointing to ``state_path(output)``; returns the trained model."""
+    """Train a VFN on ``pairs``, checkpointing to ``train_state_path(output)``; returns the trained model."""
     if not pairs:
         raise UserError("no training pairs found")
     store = PairStore(pairs)
@@ -164,11 +152,8 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
     gen = torch.Generator().manual_seed(config.seed)
     total = config.total_steps(len(store))
     step = 0
-    checkpoint = state_path(output)
     if resume:
-        if not checkpoint.exists():
-            raise UserError(f"--resume given but {checkpoint} does not exist; run without --resume first")
-        step = load_state(checkpoint, model, opt, gen, config)
+        step = load_state(existing_train_state(output), model, opt, gen, config)
     while step < total:
         crops = [augmented_crop(*store.get(i), config.crop, gen)
                  for i in batch_indices(len(store), config.batch_size, config.seed, step)]
@@ -180,7 +165,7 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
         opt.step()
         step += 1
         if step % config.checkpoint_every == 0 or step == total:
-            save_state(checkpoint, model, opt, gen, step, config)
+            save_state(train_state_path(output), model, opt, gen, step, config)
         if on_step is not None:
             on_step(step, total, loss.item())
     return model.eval()

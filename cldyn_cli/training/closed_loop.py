@@ -16,13 +16,14 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from cldyn_cli.checkpoint import RSC_TRAIN_STATE_FORMAT, atomic_save, load_checkpoint, metadata_json
+from cldyn_cli.checkpoint import (RSC_TRAIN_STATE_FORMAT, atomic_save, check_resumable, existing_train_state,
+                                  load_checkpoint, metadata_json, train_state_path)
 from cldyn_cli.errors import UserError
 from cldyn_cli.fusion import compensated_y, task_rgb
 from cldyn_cli.models.rsc import RSCConfig, SemanticCompensation
 from cldyn_cli.models.vfn import VFN
 from cldyn_cli.tasks import Batch, TaskBackend
-from cldyn_cli.training.base import batch_indices, check_resumable, optimizer_tensors, restore_optimizer
+from cldyn_cli.training.base import batch_indices, optimizer_tensors, restore_optimizer
 from cldyn_cli.training.cagrad import combine
 from cldyn_cli.training.reward import reward_penalty
 
@@ -146,11 +147,6 @@ def _assign_grad(flat: torch.Tensor, params: list[torch.nn.Parameter]) -> None:
         offset += p.numel()
 
 
-def state_path(output: Path) -> Path:
-    """Where the resumable state of a compensation run writing ``output`` lives."""
-    return output.with_name(output.stem + ".train-state.safetensors")
-
-
 def _save_state(path: Path, compensation: SemanticCompensation, opt: torch.optim.Optimizer, step: int,
                 config: CompensateConfig) -> None:
     tensors = {f"rsc.{k}": v for k, v in compensation.state_dict().items()}
@@ -188,11 +184,8 @@ def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config:
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     total = total_steps(config, tasks)
     step = 0
-    checkpoint = state_path(output)
     if resume:
-        if not checkpoint.exists():
-            raise UserError(f"--resume given but {checkpoint} does not exist; run without --resume first")
-        step = _load_state(checkpoint, compensation, opt, config)
+        step = _load_state(existing_train_state(output), compensation, opt, config)
     while step < total:
         grads, reports = [], []
         for index, task in enumerate(tasks):
@@ -208,7 +201,7 @@ def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config:
         opt.zero_grad(set_to_none=True)
         step += 1
         if step % config.checkpoint_every == 0 or step == total:
-            _save_state(checkpoint, compensation, opt, step, config)
+            _save_state(train_state_path(output), compensation, opt, step, config)
         if on_step is not None:
             on_step(reports, total)
     return compensation.eval()

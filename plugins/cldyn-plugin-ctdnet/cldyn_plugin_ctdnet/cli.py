@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cldyn_cli.ui import Device, Quiet, Seed, progress, resolve_device, user_errors
+from cldyn_cli.checkpoint import resumed_step
 from cldyn_cli.errors import UserError
 from cldyn_cli.tasks import TaskOptions
 
@@ -61,7 +62,7 @@ def train(
     crops and flips, IoU + BCE on every saliency output and BCE on the edge output.
     """
     from cldyn_plugin_ctdnet.network import CTDNetConfig
-    from cldyn_plugin_ctdnet.training import TrainConfig, state_path, train_ctdnet
+    from cldyn_plugin_ctdnet.training import TrainConfig, train_ctdnet
     from cldyn_plugin_ctdnet.weights import save_ctdnet
 
     if output.is_dir():
@@ -79,11 +80,7 @@ def train(
         from cldyn_cli.models.loading import load_vfn
 
         base = load_vfn(fused_with, dev)[0]
-    resumed_at = 0
-    if resume and state_path(output).exists():
-        from cldyn_cli.checkpoint import read_metadata
-
-        resumed_at = int(read_metadata(state_path(output)).get("step", 0))
+    resumed_at = resumed_step(output, resume)
     with progress(quiet) as bar:
         job = bar.add_task("training CTDNet", total=None, completed=resumed_at, status="")
 

@@ -29,7 +29,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from cldyn_cli.checkpoint import atomic_save, load_checkpoint, metadata_json
+from cldyn_cli.checkpoint import (atomic_save, check_resumable, existing_train_state, load_checkpoint, metadata_json,
+                                  train_state_path)
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.vfn import VFN
 from cldyn_cli.training.base import optimizer_tensors, restore_optimizer
@@ -125,11 +126,6 @@ def model_id(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def state_path(output: Path) -> Path:
-    """Where the resumable training state of ``output`` lives."""
-    return output.with_name(output.stem + ".train-state.safetensors")
-
-
 def _save_state(path: Path, net: CTDNet, optimisers: dict[str, torch.optim.Optimizer], gen: torch.Generator,
                 step: int, total: int, config: TrainConfig, inputs_from: str) -> None:
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
@@ -143,11 +139,7 @@ def _save_state(path: Path, net: CTDNet, optimisers: dict[str, torch.optim.Optim
 def _load_state(path: Path, net: CTDNet, optimisers: dict[str, torch.optim.Optimizer], gen: torch.Generator,
                 total: int, config: TrainConfig, inputs_from: str) -> int:
     tensors, metadata = load_checkpoint(path, TRAIN_STATE_FORMAT)
-    saved = metadata_json(metadata, "config", path)
-    changed = [k for k in _RESUME_KEYS if saved.get(k) != getattr(config, k)]
-    if changed:
-        detail = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
-        raise UserError(f"cannot resume from {path}: it was trained with {detail}; use the same settings")
+    check_resumable(metadata_json(metadata, "config", path), config, _RESUME_KEYS, path)
     if metadata_json(metadata, "total", path) != total:
         raise UserError(f"cannot resume from {path}: it was a {metadata_json(metadata, 'total', path)}-step run "
                         f"and this one has {total} steps (the learning-rate schedule depends on it); "
@@ -174,7 +166,7 @@ def check_config(config: TrainConfig) -> None:
 def train_ctdnet(data: Path, output: Path, config: TrainConfig, device: torch.device, *,
                  base: Optional[VFN] = None, backbone: Optional[Path] = None, resume: bool = False,
                  on_step: Optional[StepCallback] = None, workers: int = 0) -> CTDNet:
-    """Train CTDNet-18 on ``data`` (VT5000 or ir/vis/gt layout), checkpointing to ``state_path(output)``.
+    """Train CTDNet-18 on ``data`` (VT5000 or ir/vis/gt layout), checkpointing to ``train_state_path(output)``.
 
     ``base`` fuses the training images when ``config.inputs == "fused"``. Returns the trained
     network in eval mode; save it with ``weights.save_ctdnet``. ``workers`` > 0 decodes each batch's
@@ -204,11 +196,9 @@ def train_ctdnet(data: Path, output: Path, config: TrainConfig, device: torch.de
     gen = torch.Generator().manual_seed(config.seed)
     total = config.total_steps(len(dataset))
     step = 0
-    checkpoint = state_path(output)
+    checkpoint = train_state_path(output)
     if resume:
-        if not checkpoint.exists():
-            raise UserError(f"--resume given but {checkpoint} does not exist; run without --resume first")
-        step = _load_state(checkpoint, net, optimisers, gen, total, config, inputs_from)
+        step = _load_state(existing_train_state(output), net, optimisers, gen, total, config, inputs_from)
     pool = ThreadPoolExecutor(workers) if workers > 0 else None
     try:
         while step < total:

@@ -12,9 +12,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from cldyn_cli import plugins
+from cldyn_cli.checkpoint import train_state_path
 from cldyn_cli.cli import app
 from cldyn_cli.models.loading import load_vfn
-from cldyn_plugin_ctdnet.training import TrainConfig, state_path, train_ctdnet
+from cldyn_plugin_ctdnet.training import TrainConfig, train_ctdnet
 
 runner = CliRunner()
 TRAIN = ["--steps", "4", "--batch-size", "2", "--size", "64", "--checkpoint-every", "2", "--seed", "1",
@@ -51,7 +52,7 @@ def test_train_writes_a_loadable_checkpoint(trained: Path) -> None:
 
     backend = plugins.get_task("sod").load(TaskOptions(weights=trained))
     assert backend.size == 64
-    assert state_path(trained).exists()
+    assert train_state_path(trained).exists()
 
 
 def test_killed_run_resumes_to_identical_weights(trained: Path, vt5000: Path, base_vfn: Path,
@@ -65,7 +66,7 @@ def test_killed_run_resumes_to_identical_weights(trained: Path, vt5000: Path, ba
 
     with pytest.raises(KeyboardInterrupt):
         train_ctdnet(vt5000, out, config, torch.device("cpu"), base=load_vfn(base_vfn)[0], on_step=kill_at_3)
-    assert state_path(out).exists()  # saved at step 2
+    assert train_state_path(out).exists()  # saved at step 2
     invoke("ctdnet", "train", vt5000, "-o", out, "--fused-with", base_vfn, *TRAIN, "--resume", "--workers", "2")
     straight, resumed = load_file(str(trained)), load_file(str(out))
     assert straight.keys() == resumed.keys()

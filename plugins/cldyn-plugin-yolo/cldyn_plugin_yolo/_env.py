@@ -22,10 +22,11 @@ import importlib.util
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from types import ModuleType
+
+from cldyn_cli.outputs import atomic_path
 
 _ready: ModuleType | None = None
 
@@ -64,13 +65,8 @@ def _provide_fonts(config_dir: Path) -> None:
     for name in _FONTS:
         target = config_dir / name
         if not target.exists():
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=config_dir)  # unique: processes may race here
-            os.close(fd)
-            try:
+            with atomic_path(target) as tmp:  # unique temporary names: processes may race here
                 shutil.copyfile(source, tmp)
-                os.replace(tmp, target)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
 
 
 def ultralytics_ready() -> ModuleType:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -23,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cldyn_cli.errors import UserError
+from cldyn_cli.outputs import atomic_path
 from cldyn_cli.tasks import TaskOptions
 from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
 
@@ -37,15 +36,8 @@ def _ultralytics_device(device: torch.device) -> str:
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 _OPTION_KEYS = {"epochs", "imgsz", "batch", "seed", "workers", "patience", "device"}  # options of this command
