@@ -73,3 +73,12 @@ def test_cli_config_file_with_flag_overrides_and_resume(pair_dirs, tmp_path: Pat
     assert result.exit_code == 2 and "trained with seed=0" in result.output
     result = runner.invoke(app, ["train-base", str(data), "-o", str(tmp_path), "--quiet"])
     assert result.exit_code == 2 and "is a folder" in result.output
+
+
+def test_drop_last_skips_the_short_remainder() -> None:
+    # 5 samples in batches of 2: two full batches per epoch, the fifth sample waits for the next epoch.
+    epoch0 = batch_indices(5, 2, 0, 0, drop_last=True) + batch_indices(5, 2, 0, 1, drop_last=True)
+    assert len(epoch0) == 4 and len(set(epoch0)) == 4
+    epoch1 = torch.randperm(5, generator=torch.Generator().manual_seed(1)).tolist()  # seed 0, epoch 1
+    assert batch_indices(5, 2, 0, 2, drop_last=True) == epoch1[:2]
+    assert len(batch_indices(5, 2, 0, 2)) == 1  # without drop_last, step 2 is epoch 0's remainder

@@ -69,9 +69,13 @@ class PairStore:
         return ir.astype(np.float32) / 65535, vis.astype(np.float32) / 65535
 
 
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
-    """Indices of training step ``step``: a seeded permutation per epoch, cut into batches."""
-    per_epoch = math.ceil(n / batch_size)
+def batch_indices(n: int, batch_size: int, seed: int, step: int, drop_last: bool = False) -> list[int]:
+    """Indices of training step ``step``: a seeded permutation per epoch, cut into batches.
+
+    With ``drop_last`` each epoch's short remainder is skipped (for networks whose BatchNorm needs
+    full batches).
+    """
+    per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
     epoch, b = divmod(step, per_epoch)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
     return order[b * batch_size:(b + 1) * batch_size].tolist()

@@ -33,7 +33,7 @@ from cldyn_cli.checkpoint import (atomic_save, check_resumable, existing_train_s
                                   train_state_path)
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.vfn import VFN
-from cldyn_cli.training.base import optimizer_tensors, restore_optimizer
+from cldyn_cli.training.base import batch_indices, optimizer_tensors, restore_optimizer
 
 from cldyn_plugin_ctdnet.data import RawSample, SodDataset, collate, finish
 from cldyn_plugin_ctdnet.loss import ctdnet_loss
@@ -68,18 +68,6 @@ class TrainConfig:
 # Settings that must not change between a run and its resumption.
 _RESUME_KEYS = ("size", "batch_size", "lr", "momentum", "weight_decay", "backbone_lr_scale", "seed", "inputs",
                 "split")
-
-
-def train_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
-    """Indices of training step ``step``: a seeded permutation per epoch cut into full batches.
-
-    Unlike ``cldyn_cli.training.base.batch_indices`` an epoch's short remainder is dropped: in
-    training mode the BatchNorm after the global-context pooling needs two samples or more.
-    """
-    size = min(batch_size, n)
-    epoch, b = divmod(step, n // size)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-    return order[b * size:(b + 1) * size].tolist()
 
 
 def lr_factor(step: int, total: int) -> float:
@@ -205,7 +193,9 @@ def train_ctdnet(data: Path, output: Path, config: TrainConfig, device: torch.de
             factor = lr_factor(step, total)
             optimisers["bkbone"].param_groups[0]["lr"] = config.lr * config.backbone_lr_scale * factor
             optimisers["decoder"].param_groups[0]["lr"] = config.lr * factor
-            indices = train_indices(len(dataset), config.batch_size, config.seed, step)
+            # Full batches only: the BatchNorm after CTDNet's global-context pooling needs two samples or more.
+            indices = batch_indices(len(dataset), min(config.batch_size, len(dataset)), config.seed, step,
+                                    drop_last=True)
             raws = list(pool.map(dataset.raw, indices)) if pool is not None else [dataset.raw(i) for i in indices]
             batch = collate([finish(augment(raw, gen), config.size) for raw in raws])
             ir, vis = batch.ir.to(device), batch.vis.to(device)
