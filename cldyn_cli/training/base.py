@@ -1,4 +1,4 @@
-"""Training the base fusion network: random crops with flips/rotations, Adam, METHOD.md's loss.
+"""Training the base fusion network: random crops with flips/rotations, Adam, the loss of docs/method.md.
 
 Every source of randomness is seeded and checkpointed (batch order is a function of the seed and
 the epoch; augmentation draws come from one generator whose state is saved), so a run resumed
@@ -15,8 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from cldyn_cli.checkpoint import (TRAIN_STATE_FORMAT, atomic_save, check_resumable, existing_train_state,
-                                  load_checkpoint, metadata_json, train_state_path)
+from cldyn_cli.checkpoint import TRAIN_STATE_FORMAT, existing_train_state, train_state_path
 from cldyn_cli.colour import luminance
 from cldyn_cli.data.images import read_image, read_infrared
 from cldyn_cli.data.pairs import Pair, check_sizes
@@ -24,13 +23,14 @@ from cldyn_cli.errors import UserError
 from cldyn_cli.fusion import to_tensor
 from cldyn_cli.losses import fusion_loss
 from cldyn_cli.models.vfn import VFN, VFNConfig
+from cldyn_cli.training.state import TrainState
 
 StepCallback = Callable[[int, int, float], None]  # (step, total, loss)
 
 
 @dataclass
 class TrainBaseConfig:
-    """Hyper-parameters of `cldyn train-base` (METHOD.md's reference values by default)."""
+    """Hyper-parameters of `cldyn train-base` (the reference values of docs/method.md by default)."""
 
     crop: int = 256
     batch_size: int = 16
@@ -93,51 +93,6 @@ def augmented_crop(ir: np.ndarray, vis: np.ndarray, crop: int, gen: torch.Genera
     return torch.rot90(t, int(turns), dims=(-2, -1))
 
 
-def _all_params(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p for group in opt.param_groups for p in group["params"]]
-
-
-def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """The optimiser's per-parameter state (all parameter groups) as named tensors.
-
-    Safetensors stores no pickles, so the state dict is flattened to ``optim.{index}.{key}``;
-    hyper-parameters are not stored: they come from the run's config.
-    """
-    out = {}
-    for i, p in enumerate(_all_params(opt)):
-        for key, value in opt.state.get(p, {}).items():
-            out[f"optim.{i}.{key}"] = torch.as_tensor(value)
-    return out
-
-
-def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    """Inverse of :func:`optimizer_tensors`."""
-    for i, p in enumerate(_all_params(opt)):
-        state = {k.split(".")[2]: v.clone() if k.endswith(".step") else v.to(p.device)
-                 for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
-        if state:
-            opt.state[p] = state
-
-
-def save_state(path: Path, model: VFN, opt: torch.optim.Adam, gen: torch.Generator, step: int,
-               config: TrainBaseConfig) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    tensors.update(optimizer_tensors(opt))
-    tensors["rng.augment"] = gen.get_state()
-    atomic_save(tensors, path, TRAIN_STATE_FORMAT, asdict(config), {"step": step})
-
-
-def load_state(path: Path, model: VFN, opt: torch.optim.Adam, gen: torch.Generator,
-               config: TrainBaseConfig) -> int:
-    """Restore a run from ``path`` and return the step it had reached."""
-    tensors, metadata = load_checkpoint(path, TRAIN_STATE_FORMAT)
-    check_resumable(metadata_json(metadata, "config", path), config, _RESUME_KEYS, path)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    restore_optimizer(opt, tensors)
-    gen.set_state(tensors["rng.augment"])
-    return int(metadata_json(metadata, "step", path))
-
-
 def usable_crop(pairs: list[Pair], crop: int) -> int:
     """The crop size, shrunk to the smallest training image when needed."""
     smallest = min(min(hw) for hw in check_sizes(pairs))
@@ -155,9 +110,8 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     total = config.total_steps(len(store))
-    step = 0
-    if resume:
-        step = load_state(existing_train_state(output), model, opt, gen, config)
+    state = TrainState(TRAIN_STATE_FORMAT, {"model": model}, {"": opt}, {"augment": gen})
+    step = state.load(existing_train_state(output), config, _RESUME_KEYS) if resume else 0
     while step < total:
         crops = [augmented_crop(*store.get(i), config.crop, gen)
                  for i in batch_indices(len(store), config.batch_size, config.seed, step)]
@@ -169,7 +123,7 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
         opt.step()
         step += 1
         if step % config.checkpoint_every == 0 or step == total:
-            save_state(train_state_path(output), model, opt, gen, step, config)
+            state.save(train_state_path(output), step, asdict(config))
         if on_step is not None:
             on_step(step, total, loss.item())
     return model.eval()

@@ -1,4 +1,4 @@
-"""Closed-loop training of the semantic compensation (`cldyn compensate`), as METHOD.md specifies.
+"""Closed-loop training of the semantic compensation (`cldyn compensate`), as docs/method.md describes.
 
 Per step and per task: fuse with the frozen base, let the frozen task network see it (features
 and L_base), fuse again with the compensation, take L_comp, form the reward-penalty loss and keep
@@ -16,16 +16,16 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from cldyn_cli.checkpoint import (RSC_TRAIN_STATE_FORMAT, atomic_save, check_resumable, existing_train_state,
-                                  load_checkpoint, metadata_json, train_state_path)
+from cldyn_cli.checkpoint import RSC_TRAIN_STATE_FORMAT, existing_train_state, train_state_path
 from cldyn_cli.errors import UserError
 from cldyn_cli.fusion import compensated_y, task_rgb
 from cldyn_cli.models.rsc import RSCConfig, SemanticCompensation
 from cldyn_cli.models.vfn import VFN
 from cldyn_cli.tasks import Batch, TaskBackend
-from cldyn_cli.training.base import batch_indices, optimizer_tensors, restore_optimizer
+from cldyn_cli.training.base import batch_indices
 from cldyn_cli.training.cagrad import combine
 from cldyn_cli.training.reward import reward_penalty
+from cldyn_cli.training.state import TrainState
 
 
 @dataclass
@@ -42,7 +42,7 @@ class TaskEntry:
 
 @dataclass
 class CompensateConfig:
-    """Hyper-parameters of `cldyn compensate` (METHOD.md's values by default)."""
+    """Hyper-parameters of `cldyn compensate` (the values of docs/method.md by default)."""
 
     tasks: list[TaskEntry] = field(default_factory=list)
     epochs: int = 50
@@ -147,25 +147,6 @@ def _assign_grad(flat: torch.Tensor, params: list[torch.nn.Parameter]) -> None:
         offset += p.numel()
 
 
-def _save_state(path: Path, compensation: SemanticCompensation, opt: torch.optim.Optimizer, step: int,
-                config: CompensateConfig) -> None:
-    tensors = {f"rsc.{k}": v for k, v in compensation.state_dict().items()}
-    tensors.update(optimizer_tensors(opt))
-    tensors["rng.torch"] = torch.get_rng_state()
-    atomic_save(tensors, path, RSC_TRAIN_STATE_FORMAT, config.hyper(),
-                {"step": step, "tasks": [asdict(t) for t in config.tasks]})
-
-
-def _load_state(path: Path, compensation: SemanticCompensation, opt: torch.optim.Optimizer,
-                config: CompensateConfig) -> int:
-    tensors, metadata = load_checkpoint(path, RSC_TRAIN_STATE_FORMAT)
-    check_resumable(metadata_json(metadata, "config", path), config, _RESUME_KEYS, path)
-    compensation.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("rsc.")})
-    restore_optimizer(opt, tensors)
-    torch.set_rng_state(tensors["rng.torch"])
-    return int(metadata_json(metadata, "step", path))
-
-
 def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config: CompensateConfig,
                        device: torch.device, resume: bool = False,
                        on_step: Optional[StepCallback] = None) -> SemanticCompensation:
@@ -183,9 +164,8 @@ def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config:
     params = [p for p in compensation.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     total = total_steps(config, tasks)
-    step = 0
-    if resume:
-        step = _load_state(existing_train_state(output), compensation, opt, config)
+    state = TrainState(RSC_TRAIN_STATE_FORMAT, {"rsc": compensation}, {"": opt}, {"torch": torch.default_generator})
+    step = state.load(existing_train_state(output), config, _RESUME_KEYS) if resume else 0
     while step < total:
         grads, reports = [], []
         for index, task in enumerate(tasks):
@@ -201,7 +181,7 @@ def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config:
         opt.zero_grad(set_to_none=True)
         step += 1
         if step % config.checkpoint_every == 0 or step == total:
-            _save_state(train_state_path(output), compensation, opt, step, config)
+            state.save(train_state_path(output), step, config.hyper(), {"tasks": [asdict(t) for t in config.tasks]})
         if on_step is not None:
             on_step(reports, total)
     return compensation.eval()

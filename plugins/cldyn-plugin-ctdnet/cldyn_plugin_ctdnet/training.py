@@ -29,11 +29,11 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from cldyn_cli.checkpoint import (atomic_save, check_resumable, existing_train_state, load_checkpoint, metadata_json,
-                                  train_state_path)
+from cldyn_cli.checkpoint import existing_train_state, metadata_json, train_state_path
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.vfn import VFN
-from cldyn_cli.training.base import batch_indices, optimizer_tensors, restore_optimizer
+from cldyn_cli.training.base import batch_indices
+from cldyn_cli.training.state import TrainState
 
 from cldyn_plugin_ctdnet.data import RawSample, SodDataset, collate, finish
 from cldyn_plugin_ctdnet.loss import ctdnet_loss
@@ -114,32 +114,19 @@ def model_id(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _save_state(path: Path, net: CTDNet, optimisers: dict[str, torch.optim.Optimizer], gen: torch.Generator,
-                step: int, total: int, config: TrainConfig, inputs_from: str) -> None:
-    tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
-    for prefix, opt in optimisers.items():
-        tensors.update({f"{prefix}.{k}": v for k, v in optimizer_tensors(opt).items()})
-    tensors["rng.augment"] = gen.get_state()
-    atomic_save(tensors, path, TRAIN_STATE_FORMAT, asdict(config),
-                {"step": step, "total": total, "inputs_from": inputs_from})
+def _resume_check(path: Path, total: int, inputs_from: str) -> Callable[[dict[str, str]], None]:
+    """Refuse a saved run of another length (the schedule depends on it) or fused by another base."""
 
+    def check(metadata: dict[str, str]) -> None:
+        if metadata_json(metadata, "total", path) != total:
+            raise UserError(f"cannot resume from {path}: it was a {metadata_json(metadata, 'total', path)}-step run "
+                            f"and this one has {total} steps (the learning-rate schedule depends on it); "
+                            "use the same --steps/--epochs")
+        if metadata.get("inputs_from", "") != inputs_from:
+            raise UserError(f"cannot resume from {path}: its images were fused by another base network; "
+                            "use the same --fused-with")
 
-def _load_state(path: Path, net: CTDNet, optimisers: dict[str, torch.optim.Optimizer], gen: torch.Generator,
-                total: int, config: TrainConfig, inputs_from: str) -> int:
-    tensors, metadata = load_checkpoint(path, TRAIN_STATE_FORMAT)
-    check_resumable(metadata_json(metadata, "config", path), config, _RESUME_KEYS, path)
-    if metadata_json(metadata, "total", path) != total:
-        raise UserError(f"cannot resume from {path}: it was a {metadata_json(metadata, 'total', path)}-step run "
-                        f"and this one has {total} steps (the learning-rate schedule depends on it); "
-                        "use the same --steps/--epochs")
-    if metadata.get("inputs_from", "") != inputs_from:
-        raise UserError(f"cannot resume from {path}: its images were fused by another base network; "
-                        "use the same --fused-with")
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    for prefix, opt in optimisers.items():
-        restore_optimizer(opt, {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
-    gen.set_state(tensors["rng.augment"])
-    return int(metadata_json(metadata, "step", path))
+    return check
 
 
 def check_config(config: TrainConfig) -> None:
@@ -183,10 +170,12 @@ def train_ctdnet(data: Path, output: Path, config: TrainConfig, device: torch.de
                   "decoder": sgd([p for n, p in net.named_parameters() if not n.startswith("bkbone.")])}
     gen = torch.Generator().manual_seed(config.seed)
     total = config.total_steps(len(dataset))
+    state = TrainState(TRAIN_STATE_FORMAT, {"model": net}, optimisers, {"augment": gen})
     step = 0
     checkpoint = train_state_path(output)
     if resume:
-        step = _load_state(existing_train_state(output), net, optimisers, gen, total, config, inputs_from)
+        state_path = existing_train_state(output)
+        step = state.load(state_path, config, _RESUME_KEYS, _resume_check(state_path, total, inputs_from))
     pool = ThreadPoolExecutor(workers) if workers > 0 else None
     try:
         while step < total:
@@ -209,7 +198,7 @@ def train_ctdnet(data: Path, output: Path, config: TrainConfig, device: torch.de
                 opt.step()
             step += 1
             if step % config.checkpoint_every == 0 or step == total:
-                _save_state(checkpoint, net, optimisers, gen, step, total, config, inputs_from)
+                state.save(checkpoint, step, asdict(config), {"total": total, "inputs_from": inputs_from})
             if on_step is not None:
                 on_step(step, total, loss.item(), config.lr * factor)
     finally:
