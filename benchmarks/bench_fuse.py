@@ -4,7 +4,7 @@ cost of compensated fusion relative to base fusion.
 Each size runs in its own process so that the peak resident memory (ru_maxrss) is that size's.
 Usage: python benchmarks/bench_fuse.py [--device cpu|cuda] [--sizes 640x480,1920x1080,4000x3000]
        python benchmarks/bench_fuse.py --compensated [--sizes 640x480]
-The compensated run uses METHOD.md's default compensation (K=1, E=256, M=4) conditioned on the
+The compensated run uses the default compensation of docs/method.md (K=1, E=256, M=4) conditioned on the
 built-in toyseg task network; the task network's own forward pass is included in its time.
 """
 

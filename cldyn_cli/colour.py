@@ -1,4 +1,4 @@
-"""BT.601 full-range YCbCr, exactly as METHOD.md fixes it: only Y is fused, chroma comes from visible."""
+"""BT.601 full-range YCbCr, exactly as docs/method.md gives it: only Y is fused, chroma comes from visible."""
 
 from __future__ import annotations
 

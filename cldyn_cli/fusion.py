@@ -148,7 +148,7 @@ def task_rgb(fused_y: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
 
 def compensated_y(base: VFN, compensation: "SemanticCompensation", task: "TaskBackend", ir: torch.Tensor,
                   vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(base fused Y, compensated fused Y): the closed loop of METHOD.md for one batch.
+    """(base fused Y, compensated fused Y): the closed loop of docs/method.md for one batch.
 
     The task network looks at the base fused image; its features condition the compensation that
     is injected into both encoder branches. Gradients flow only through the compensated pass.

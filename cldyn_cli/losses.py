@@ -1,4 +1,4 @@
-"""The base fusion loss of METHOD.md: intensity toward the brighter source, texture toward the sharper."""
+"""The base fusion loss of docs/method.md: intensity toward the brighter source, texture toward the sharper."""
 
 from __future__ import annotations
 

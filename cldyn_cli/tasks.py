@@ -1,6 +1,6 @@
 """The task-backend interface: what a task plugin hands the core.
 
-The closed loop needs four things from a downstream task network (METHOD.md): its features of a
+The closed loop needs four things from a downstream task network (docs/method.md): its features of a
 fused image, a differentiable loss of a fused image, its dataset, and its metrics. A plugin wraps
 its library (Ultralytics, MMSegmentation, ...) in a :class:`TaskBackend` so the core never imports
 that library. Plugins announce backends with :class:`TaskSpec` records (see ``hookspecs.py``).

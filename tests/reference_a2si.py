@@ -1,4 +1,4 @@
-"""A straightforward A2SI forward, one sample and one filter slot at a time, read off METHOD.md.
+"""A straightforward A2SI forward, one sample and one filter slot at a time, read off docs/method.md.
 
 It shares the block's layers, so the batched module must reproduce it exactly; the benchmark
 times it as the baseline.

@@ -103,7 +103,7 @@ def test_gradients_reach_bank_kernel_choice_and_block_weights() -> None:
     reached = {name.split(".")[0] for name, g in grads.items() if g.abs().sum() > 0}
     assert {"bank", "choice_task", "choice_image", "choice_head", "kernel_1x1", "kernel_3x3",
             "response_norm", "inject"} <= reached
-    # As METHOD.md says, the top-n ranking passes nothing to the query.
+    # As docs/method.md says, the top-n ranking passes nothing to the query.
     assert not reached & {"query_task", "query_image", "query_head"}
 
 

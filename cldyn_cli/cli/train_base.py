@@ -38,7 +38,7 @@ def train_base_command(
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Train the base fusion network (VFN) with METHOD.md's loss.
+    """Train the base fusion network (VFN) with the loss of docs/method.md.
 
     The resumable state (model, optimiser, step, random state) is saved next to OUTPUT every
     --checkpoint-every steps; --resume continues from it and ends where an uninterrupted run would.

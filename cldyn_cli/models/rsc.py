@@ -1,5 +1,5 @@
 """Requirement-driven Semantic Compensation (RSC): task-conditioned dynamic convolutions (A2SI)
-injected into the frozen base network's encoders, as METHOD.md describes.
+injected into the frozen base network's encoders, as docs/method.md describes.
 
 Everything is batched: the kernel types, basis vectors and dynamic kernels of all samples and
 filter slots are computed together, and the per-slot convolutions run as one grouped

@@ -1,4 +1,4 @@
-"""The base visible-infrared fusion network (VFN), layer for layer as METHOD.md describes.
+"""The base visible-infrared fusion network (VFN), layer for layer as docs/method.md describes.
 
 The structure matches the authors' released model one to one (see ``convert.py`` for the
 name mapping), so their weights load into it. Each encoder exposes the point after every block

@@ -1,4 +1,4 @@
-"""CAGrad combination of per-task gradients, as METHOD.md specifies it.
+"""CAGrad combination of per-task gradients, as docs/method.md specifies it.
 
 With G the T x P matrix of task gradients and A = G G^T, the weights w on the probability
 simplex minimise  w^T A w - 2 lam * sum_t w_t * min_k A[t, k], found by projected gradient
