@@ -45,7 +45,3 @@ def load_config(cls: type[T], path: Path | None, overrides: dict[str, Any]) -> T
     config = build(cls, read_yaml(path), str(path)) if path is not None else cls()
     return with_overrides(config, overrides)
 
-
-def dump_yaml(obj: Any) -> str:
-    """A dataclass as YAML text, for writing a config users can edit."""
-    return yaml.safe_dump(dataclasses.asdict(obj), sort_keys=False)

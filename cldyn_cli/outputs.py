@@ -70,3 +70,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def check_new_files(paths: list[Path], overwrite: bool) -> None:
+    """Refuse up front to replace existing files unless --overwrite was given."""
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise UserError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or choose "
+                        "another --output")

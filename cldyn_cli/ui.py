@@ -4,10 +4,13 @@ It lives outside `cldyn_cli.cli` so that plugin command modules can import it wi
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import functools
+import os
 import sys
-from pathlib import Path
-from typing import Annotated, Callable, TypeVar
+import time
+from typing import Annotated, Any, Callable, Optional, TypeVar, Union
 
 import torch
 import typer
@@ -35,8 +38,82 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def progress(quiet: bool) -> Progress:
-    """A rich progress bar on stderr, silent with --quiet."""
+def _clock(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(seconds)))
+
+
+class PlainProgress:
+    """Progress as plain lines on stderr, for output that is not a terminal (nohup, CI, cluster jobs).
+
+    A task's first update prints a line, then at most one line every ``interval`` seconds, and its
+    completion one more. It offers the part of rich's ``Progress`` that cldyn's commands use.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._tasks: dict[int, dict[str, Any]] = {}
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: Optional[float] = None, completed: float = 0,
+                 status: str = "") -> int:
+        task_id = len(self._tasks)
+        self._tasks[task_id] = {"description": description, "total": total, "completed": completed,
+                                "start_completed": completed, "status": status, "start": time.monotonic(),
+                                "printed": None}
+        return task_id
+
+    def update(self, task_id: int, *, total: Optional[float] = None, completed: Optional[float] = None,
+               advance: Optional[float] = None, status: Optional[str] = None) -> None:
+        task = self._tasks[task_id]
+        if total is not None:
+            task["total"] = total
+        if completed is not None:
+            task["completed"] = completed
+        if advance is not None:
+            task["completed"] += advance
+        if status is not None:
+            task["status"] = status
+        now = time.monotonic()
+        done = task["total"] is not None and task["completed"] >= task["total"]
+        if task["printed"] is None or done or now - task["printed"] >= self.interval:
+            task["printed"] = now
+            print(self.line(task, now), file=sys.stderr, flush=True)
+
+    @staticmethod
+    def line(task: dict[str, Any], now: float) -> str:
+        """E.g. ``training: 120/2000 (6%), 0:01:02 elapsed, about 0:15:40 left, loss 0.1234``."""
+        elapsed = now - task["start"]
+        completed, total = task["completed"], task["total"]
+        parts = [f"{task['description']}: {completed:g}" + (f"/{total:g} ({100 * completed / total:.0f}%)"
+                                                             if total else ""),
+                 f"{_clock(elapsed)} elapsed"]
+        done_here = completed - task["start_completed"]
+        if total and 0 < done_here and completed < total:
+            parts.append(f"about {_clock(elapsed / done_here * (total - completed))} left")
+        if task["status"]:
+            parts.append(task["status"])
+        return ", ".join(parts)
+
+
+def progress_interval() -> float:
+    """Seconds between plain progress lines (``CLDYN_PROGRESS_SECONDS``, default 30)."""
+    value = os.environ.get("CLDYN_PROGRESS_SECONDS", "30")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        raise UserError(f"CLDYN_PROGRESS_SECONDS={value!r} is not a number of seconds") from None
+
+
+def progress(quiet: bool) -> Union[Progress, PlainProgress]:
+    """Progress on stderr: a rich bar on a terminal, plain lines every few seconds otherwise;
+    silent with --quiet."""
+    if not quiet and not stderr.is_terminal:
+        return PlainProgress(progress_interval())
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                     console=stderr, disable=quiet, transient=False)
@@ -56,5 +133,13 @@ def resolve_device(name: str) -> torch.device:
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 Seed = Annotated[int, typer.Option(help="Random seed; the same seed repeats a CPU run exactly.")]
-Overwrite = Annotated[bool, typer.Option(help="Replace existing outputs instead of stopping.")]
-OptionalPath = Annotated[Path | None, typer.Option()]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs instead of stopping.")]
+
+
+def default_of(config: type, name: str) -> str:
+    """The default of field ``name`` of a config dataclass, as --help shows it.
+
+    Options that a YAML config may also set default to None (so that only flags the user gave
+    override the file); their help shows the config's default instead.
+    """
+    return str(next(f.default for f in dataclasses.fields(config) if f.name == name))

@@ -100,8 +100,9 @@ def test_cli_compensate_then_fuse_with_the_task(world, tmp_path: Path) -> None:
     result = runner.invoke(app, ["compensate", "--plugin", "toyseg", "--data", str(world["data"]),
                                  "--task-weights", str(world["seg"]), "--base", str(world["base"]),
                                  "--config", str(tmp_path / "small.yaml"), "--steps", "3", "--batch-size", "2",
-                                 "-o", str(tmp_path / "rsc.safetensors"), "--quiet", "--device", "cpu"])
+                                 "-o", str(tmp_path / "rsc.safetensors"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
+    assert "compensating: 3/3 (100%)" in result.output  # not a terminal: plain progress lines
     log = (tmp_path / "rsc.log.csv").read_text().splitlines()
     assert log[0] == "step,task,l_comp,l_base,penalty,loss" and len(log) == 4
     compensation, base, meta = load_compensation(tmp_path / "rsc.safetensors")

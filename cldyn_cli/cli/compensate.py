@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -10,8 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from cldyn_cli.checkpoint import resumed_step
-from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.checkpoint import resumed_step, train_state_path
+from cldyn_cli.outputs import check_new_files
+from cldyn_cli.training.log import default_log_path, step_log
+from cldyn_cli.ui import Device, Overwrite, Quiet, default_of, progress, resolve_device, user_errors
 from cldyn_cli.config import build, read_yaml, with_overrides
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import load_vfn, save_compensation
@@ -38,14 +39,6 @@ def read_config(path: Optional[Path]) -> CompensateConfig:
     return replace(build(CompensateConfig, values, str(path)), tasks=entries)
 
 
-def _log_rows(log: Path, keep_until: int) -> list[dict[str, str]]:
-    """Rows of an earlier log up to the step a resumed run restarts from."""
-    if not log.exists():
-        return []
-    with log.open(newline="") as handle:
-        return [row for row in csv.DictReader(handle) if int(row["step"]) <= keep_until]
-
-
 @user_errors
 def compensate(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the trained compensation "
@@ -59,25 +52,33 @@ def compensate(
                                                          "the compensation (default: the plugin's).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML with the options below and a `tasks:` list "
                                                    "(several tasks); flags given here win.")] = None,
-    base: Annotated[Optional[Path], typer.Option(help="Base network (default: the shipped model).")] = None,
+    base: Annotated[Optional[Path], typer.Option(help="Base network.", show_default="the shipped model")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Steps (overrides --epochs).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Passes over the largest dataset [default: 50].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Samples per task per step [default: 4].")] = None,
-    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Adam learning rate [default: 0.01].")] = None,
-    delta: Annotated[Optional[float], typer.Option(min=0.0, help="Penalty weight for doing worse than the "
-                                                   "base image [default: 5].")] = None,
-    cagrad_lambda: Annotated[Optional[float], typer.Option(min=0.0, help="CAGrad lambda for combining "
-                                                           "task gradients [default: 0.5].")] = None,
-    rsc_blocks: Annotated[Optional[int], typer.Option(min=1, help="A2SI blocks per branch K, at most L-1 "
-                                                      "[default: 1].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed [default: 0].")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Save the resumable state every N "
-                                                            "steps [default: 50].")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 on a CUDA GPU [default: fp32].")] = None,
-    log: Annotated[Optional[Path], typer.Option(help="CSV of per-step, per-task losses [default: OUTPUT "
-                                                "with .log.csv].")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUTPUT's .train-state.safetensors.")] = False,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Passes over the largest dataset.",
+                                                  show_default=default_of(CompensateConfig, "epochs"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Samples per task per step.",
+                                                      show_default=default_of(CompensateConfig, "batch_size"))] = None,
+    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Adam learning rate.",
+                                                show_default=default_of(CompensateConfig, "lr"))] = None,
+    delta: Annotated[Optional[float], typer.Option(min=0.0, help="Penalty weight for doing worse than the base "
+                                                   "image.", show_default=default_of(CompensateConfig, "delta"))] = None,
+    cagrad_lambda: Annotated[Optional[float], typer.Option(
+        min=0.0, help="CAGrad lambda for combining task gradients.",
+        show_default=default_of(CompensateConfig, "cagrad_lambda"))] = None,
+    rsc_blocks: Annotated[Optional[int], typer.Option(min=1, help="A2SI blocks per branch K, at most L-1.",
+                                                      show_default=default_of(CompensateConfig, "rsc_blocks"))] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.",
+                                                show_default=default_of(CompensateConfig, "seed"))] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(
+        min=1, help="Save the resumable state every N steps.",
+        show_default=default_of(CompensateConfig, "checkpoint_every"))] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 on a CUDA GPU.",
+                                                     show_default=default_of(CompensateConfig, "precision"))] = None,
+    log: Annotated[Optional[Path], typer.Option(help="CSV of per-step, per-task losses.",
+                                                show_default="OUTPUT with .log.csv")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT's .train-state.safetensors.")] = False,
     device: Device = "auto",
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Train the requirement-driven semantic compensation (bank + one RSC per branch).
@@ -98,23 +99,19 @@ def compensate(
         raise UserError("no task given; pass --plugin NAME --data DIR, or --config with a tasks: list")
     if output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'rsc.safetensors'}")
+    log_path = log or default_log_path(output)
+    if not resume:
+        check_new_files([output, log_path, train_state_path(output)], overwrite)
     dev = resolve_device(device)
     base_model, base_meta = load_vfn(base, dev)
     tasks = load_tasks(cfg.tasks, dev)
-    log_path = log or output.with_name(output.stem + ".log.csv")
     resumed_at = resumed_step(output, resume)
-    kept = _log_rows(log_path, resumed_at) if resume else []
     total = total_steps(cfg, tasks)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with progress(quiet) as bar, log_path.open("w", newline="") as log_file:
-        writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(kept)
+    with progress(quiet) as bar, step_log(log_path, LOG_FIELDS, resumed_at if resume else None) as write:
         job = bar.add_task("compensating", total=total, completed=resumed_at, status="")
 
         def on_step(reports: list[StepReport], _total: int) -> None:
-            writer.writerows({k: getattr(r, k) for k in LOG_FIELDS} for r in reports)
-            log_file.flush()
+            write([{k: getattr(r, k) for k in LOG_FIELDS} for r in reports])
             status = "  ".join(f"{r.task}: comp {r.l_comp:.3f} base {r.l_base:.3f} pen {r.penalty:.3f}"
                                for r in reports)
             bar.update(job, completed=reports[0].step, status=status)

@@ -40,12 +40,12 @@ def fuse(
     task_config: Annotated[Optional[Path], typer.Option(help="The task network's config file.")] = None,
     feature_layer: Annotated[Optional[str], typer.Option(help="Task-network layer to tap (default: the one the "
                                                          "compensation was trained with).")] = None,
-    sample: Annotated[bool, typer.Option(help="Sample the kernel types (Gumbel) instead of taking the most "
+    sample: Annotated[bool, typer.Option("--sample", help="Sample the kernel types (Gumbel) instead of taking the most "
                                          "likely; with --seed for repeatability.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed for --sample.")] = 0,
     tile: Annotated[Optional[int], typer.Option(min=64, help="Fuse tile by tile with this core size in pixels "
                                                 "(exact, seamless). Default: automatic above 2048x2048.")] = None,
-    resize: Annotated[bool, typer.Option(help="Resize infrared to the visible size when they differ "
+    resize: Annotated[bool, typer.Option("--resize", help="Resize infrared to the visible size when they differ "
                                          "(otherwise a size mismatch is an error).")] = False,
     device: Device = "auto",
     overwrite: Overwrite = False,

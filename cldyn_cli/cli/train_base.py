@@ -9,13 +9,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.ui import Device, Overwrite, Quiet, default_of, progress, resolve_device, user_errors
 from cldyn_cli.config import load_config
 from cldyn_cli.data.pairs import find_dataset_pairs
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import save_vfn
-from cldyn_cli.checkpoint import train_state_path
+from cldyn_cli.checkpoint import resumed_step, train_state_path
+from cldyn_cli.outputs import check_new_files
 from cldyn_cli.training.base import TrainBaseConfig, train_base, usable_crop
+from cldyn_cli.training.log import default_log_path, step_log
 
 
 @user_errors
@@ -26,27 +28,41 @@ def train_base_command(
     config: Annotated[Optional[Path], typer.Option(help="YAML file with any of the options below; flags "
                                                    "given on the command line win.")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Optimiser steps (overrides --epochs).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Passes over the data [default: 100].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Crops per step [default: 16].")] = None,
-    crop: Annotated[Optional[int], typer.Option(min=16, help="Random square crop size [default: 256].")] = None,
-    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Adam learning rate [default: 1e-3].")] = None,
-    blocks: Annotated[Optional[int], typer.Option(min=1, help="CB blocks L per encoder/decoder [default: 4].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed [default: 0].")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Save the resumable state every N "
-                                                            "steps [default: 200].")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUTPUT's .train-state.safetensors.")] = False,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Passes over the data.",
+                                                  show_default=default_of(TrainBaseConfig, "epochs"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Crops per step.",
+                                                      show_default=default_of(TrainBaseConfig, "batch_size"))] = None,
+    crop: Annotated[Optional[int], typer.Option(min=16, help="Random square crop size.",
+                                                show_default=default_of(TrainBaseConfig, "crop"))] = None,
+    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Adam learning rate.",
+                                                show_default=default_of(TrainBaseConfig, "lr"))] = None,
+    blocks: Annotated[Optional[int], typer.Option(min=1, help="CB blocks L per encoder/decoder.",
+                                                  show_default=default_of(TrainBaseConfig, "blocks"))] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.",
+                                                show_default=default_of(TrainBaseConfig, "seed"))] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(
+        min=1, help="Save the resumable state every N steps.",
+        show_default=default_of(TrainBaseConfig, "checkpoint_every"))] = None,
+    log: Annotated[Optional[Path], typer.Option(help="CSV of the loss per step.",
+                                                show_default="OUTPUT with .log.csv")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT's .train-state.safetensors.")] = False,
     device: Device = "auto",
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Train the base fusion network (VFN) with the loss of docs/method.md.
 
     The resumable state (model, optimiser, step, random state) is saved next to OUTPUT every
     --checkpoint-every steps; --resume continues from it and ends where an uninterrupted run would.
+    On a CPU core a default step (16 crops of 256x256) takes about a second.
     """
     cfg = load_config(TrainBaseConfig, config, dict(steps=steps, epochs=epochs, batch_size=batch_size, crop=crop,
                                                     lr=lr, blocks=blocks, seed=seed, checkpoint_every=checkpoint_every))
     if output.exists() and output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'base.safetensors'}")
+    log_path = log or default_log_path(output)
+    if not resume:
+        check_new_files([output, log_path, train_state_path(output)], overwrite)
     pairs = find_dataset_pairs(data)
     fitted = usable_crop(pairs, cfg.crop)
     if fitted != cfg.crop:
@@ -54,10 +70,12 @@ def train_base_command(
         cfg = replace(cfg, crop=fitted)
     dev = resolve_device(device)
     total = cfg.total_steps(len(pairs))
-    with progress(quiet) as bar:
-        job = bar.add_task("training", total=total, status="")
+    resumed_at = resumed_step(output, resume)
+    with progress(quiet) as bar, step_log(log_path, ["step", "loss"], resumed_at if resume else None) as write:
+        job = bar.add_task("training", total=total, completed=resumed_at, status="")
 
         def on_step(step: int, _total: int, loss: float) -> None:
+            write([{"step": step, "loss": loss}])
             bar.update(job, completed=step, status=f"loss {loss:.4f}")
 
         model = train_base(pairs, output, cfg, dev, resume=resume, on_step=on_step)
@@ -65,7 +83,7 @@ def train_base_command(
                   "train_config": asdict(cfg), "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     save_vfn(model.cpu(), output, provenance)
     if not quiet:
-        typer.echo(f"wrote {output} (resumable state: {train_state_path(output)})", err=True)
+        typer.echo(f"wrote {output} and {log_path} (resumable state: {train_state_path(output)})", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -50,7 +50,7 @@ def train(
                                                              ".safetensors) to start the encoder from.")] = None,
     split: Annotated[str, typer.Option(help="Split folder to train on.")] = "train",
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Save the resumable state every N steps.")] = 50,
-    resume: Annotated[bool, typer.Option(help="Continue from OUTPUT's .train-state.safetensors.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT's .train-state.safetensors.")] = False,
     workers: Annotated[int, typer.Option(min=0, help="Threads decoding images (results do not depend on it).")] = 0,
     seed: Seed = 0,
     device: Device = "auto",
