@@ -20,7 +20,7 @@ import importlib
 import importlib.metadata
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import pluggy
@@ -47,6 +47,7 @@ class PluginInfo:
     version: str | None
     tasks: list[str]
     error: str | None = None
+    hooks: list[str] = field(default_factory=list)  # the hooks it implements
 
 
 def _flag(name: str) -> bool:
@@ -175,8 +176,15 @@ class PluginRegistry:
             if own and not shown:
                 continue
             package, version = self._origin.get(name, (None, None))
-            infos.append(PluginInfo(name, package, version, shown, self._errors.get(name)))
+            plugin = self.pm.get_plugin(name)
+            hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or []) if plugin else []
+            infos.append(PluginInfo(name, package, version, shown, self._errors.get(name), hooks))
         return infos
+
+    def versions(self) -> dict[str, str]:
+        """``{plugin: "package version"}`` of every plugin that loaded, for checkpoint provenance."""
+        return {name: _describe(*self._origin.get(name, (None, None)))
+                for name, _ in self.pm.list_name_plugin() if name not in self._errors}
 
     def get_task(self, name: str) -> TaskSpec:
         """A task by its name ("det") or by the name of the plugin that offers it ("yolo")."""
@@ -225,6 +233,11 @@ def manager() -> pluggy.PluginManager:
 def list_plugins(include_hidden: bool | None = None) -> list[PluginInfo]:
     """See :meth:`PluginRegistry.list_plugins`."""
     return registry().list_plugins(include_hidden)
+
+
+def plugin_versions() -> dict[str, str]:
+    """See :meth:`PluginRegistry.versions`."""
+    return registry().versions()
 
 
 def get_task(name_or_plugin: str) -> TaskSpec:

@@ -8,11 +8,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from cldyn_cli.cli import app
+from cldyn_cli.cli import create_app
 from cldyn_cli.data.images import read_image
 from cldyn_cli.models.loading import save_vfn
 from cldyn_cli.models.vfn import VFN, VFNConfig
 from imagefiles import save_gray, save_rgb
+
+app = create_app()
 
 runner = CliRunner()
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cldyn_cli.cli import app
+from cldyn_cli.cli import create_app
 from cldyn_cli.ui import PlainProgress
+
+app = create_app()
 
 runner = CliRunner()
 
@@ -76,3 +78,29 @@ def test_fuse_prints_plain_progress_when_not_a_terminal(pair_dirs, tmp_path: Pat
     result = runner.invoke(app, ["fuse", *map(str, pair_dirs), "-o", str(tmp_path / "out"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "fusing: 3/3 (100%)" in result.output
+
+
+def test_importing_the_cli_loads_no_plugin() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, cldyn_cli.cli, cldyn_cli.plugins as p; "
+            "print(p._registry is None, any(m.startswith('cldyn_plugin_') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]
+
+
+def test_info_describes_a_checkpoint_and_its_provenance(tmp_path: Path) -> None:
+    import json
+
+    from cldyn_cli.models.loading import embedded_base_path
+
+    result = runner.invoke(app, ["info", str(embedded_base_path())])
+    assert result.exit_code == 0, result.output
+    assert "base fusion network (VFN)" in result.output and "provenance:" in result.output
+    about = json.loads(runner.invoke(app, ["info", str(embedded_base_path()), "--json"]).output)
+    assert about["metadata"]["format"] == "cldyn.vfn" and about["metadata"]["config"]["blocks"] == 4
+    assert about["numbers"] > 40_000
+    (tmp_path / "x.safetensors").write_bytes(b"junk")
+    result = runner.invoke(app, ["info", str(tmp_path / "x.safetensors")])
+    assert result.exit_code == 2 and "not a readable safetensors checkpoint" in result.output

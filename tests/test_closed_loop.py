@@ -3,6 +3,7 @@ held-out improvement over the base, exact resume, and the CLI commands."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from cldyn_cli import __version__
 from cldyn_cli.builtin_tasks.toyseg import ToySegConfig, save_toyseg, train_toyseg
-from cldyn_cli.cli import app
+from cldyn_cli.cli import create_app
 from cldyn_cli.data.synth import CLASSES, write_dataset
 from cldyn_cli.fusion import compensated_y, task_rgb
 from cldyn_cli.models.loading import load_compensation, load_vfn, save_vfn
@@ -20,6 +22,8 @@ from cldyn_cli.models.vfn import VFN, VFNConfig
 from cldyn_cli.plugins import get_task
 from cldyn_cli.tasks import TaskOptions
 from cldyn_cli.training.closed_loop import CompensateConfig, TaskEntry, load_tasks, train_compensation
+
+app = create_app()
 
 SMALL = dict(embed_dim=32, vectors=8, batch_size=4, checkpoint_every=4)
 runner = CliRunner()
@@ -107,6 +111,7 @@ def test_cli_compensate_then_fuse_with_the_task(world, tmp_path: Path) -> None:
     assert log[0] == "step,task,l_comp,l_base,penalty,loss" and len(log) == 4
     compensation, base, meta = load_compensation(tmp_path / "rsc.safetensors")
     assert '"task": "toyseg"' in meta["tasks"] and compensation.config.embed_dim == 32
+    assert json.loads(meta["plugins"])["toyseg"] == f"cldyn {__version__}"  # plugin versions at training time
     test_dir = world["data"] / "test"
     result = runner.invoke(app, ["fuse", str(test_dir / "Infrared"), str(test_dir / "Visible"), "--task", "toyseg",
                                  "--rsc", str(tmp_path / "rsc.safetensors"), "--task-weights", str(world["seg"]),

@@ -7,9 +7,11 @@ import onnxruntime
 import torch
 from typer.testing import CliRunner
 
-from cldyn_cli.cli import app
+from cldyn_cli.cli import create_app
 from cldyn_cli.fusion import Fuser, fuse_images
 from cldyn_cli.models.loading import load_vfn
+
+app = create_app()
 
 runner = CliRunner()
 

@@ -108,7 +108,9 @@ def test_builtin_reference_task_is_hidden_but_loadable(monkeypatch):
 
 def test_entry_point_plugin_is_found(site):
     site.install("cldyn-plugin-fake", "fake", "cldyn_fake_det", TASK_PLUGIN.format(task="fakedet"))
-    assert info("fake") == plugins.PluginInfo("fake", "cldyn-plugin-fake", "1.0", ["fakedet"], None)
+    assert info("fake") == plugins.PluginInfo("fake", "cldyn-plugin-fake", "1.0", ["fakedet"], None,
+                                              ["register_tasks"])
+    assert plugins.plugin_versions()["fake"] == "cldyn-plugin-fake 1.0"
     spec = plugins.get_task("fakedet")
     assert spec.plugin == "fake" and plugins.get_task("fake").name == "fakedet"
 
@@ -229,11 +231,11 @@ def test_plugins_command_json_and_table(site):
     assert result.exit_code == 0, result.output
     listed = {p["name"]: p for p in json.loads(result.output)}
     assert listed["fake"] == {"name": "fake", "package": "cldyn-plugin-fake", "version": "1.0",
-                              "tasks": ["fakedet"], "error": None}
+                              "tasks": ["fakedet"], "error": None, "hooks": ["register_tasks"]}
     assert "toyseg" not in listed
     assert "toyseg" in {p["name"] for p in json.loads(runner.invoke(cli_app(), ["plugins", "--json", "--all"]).output)}
     table = runner.invoke(cli_app(), ["plugins"], env={"COLUMNS": "200"})
-    assert table.exit_code == 0 and re.search(r"fake .*cldyn-plugin-fake.*fakedet.*ok", table.output)
+    assert table.exit_code == 0 and re.search(r"fake .*cldyn-plugin-fake.*fakedet.*register_tasks.*ok", table.output)
 
 
 def test_plugins_command_exits_2_on_duplicate_tasks(site):
@@ -272,16 +274,17 @@ def test_example_plugin_loads_through_its_declared_entry_point(site, monkeypatch
     [(entry, module)] = project["entry-points"]["cldyn"].items()
     monkeypatch.syspath_prepend(str(EXAMPLE))
     site.install(project["name"], entry, module, source=None)
-    assert info("example") == plugins.PluginInfo("example", "cldyn-plugin-example", "1.0", ["example-sod"], None)
+    assert info("example") == plugins.PluginInfo("example", "cldyn-plugin-example", "1.0", ["example-sod"], None,
+                                                 ["register_commands", "register_tasks"])
 
 
 def test_the_cldyn_cli_has_the_plugins_command():
-    from cldyn_cli.cli import app
+    from cldyn_cli.cli import create_app
 
-    result = CliRunner().invoke(app, ["plugins", "--json", "--all"])
+    result = CliRunner().invoke(create_app(), ["plugins", "--json", "--all"])
     assert result.exit_code == 0, result.output
     assert {"name": "toyseg", "package": "cldyn", "version": __version__, "tasks": ["toyseg"],
-            "error": None} in json.loads(result.output)
+            "error": None, "hooks": ["register_tasks"]} in json.loads(result.output)
 
 
 def test_example_plugin_runs(tmp_path, monkeypatch):

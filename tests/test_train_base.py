@@ -54,7 +54,8 @@ def test_loss_decreases(pair_dirs, tmp_path: Path) -> None:
 def test_cli_config_file_with_flag_overrides_and_resume(pair_dirs, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from cldyn_cli.cli import app
+    from cldyn_cli.cli import create_app
+    app = create_app()
     from cldyn_cli.models.loading import load_vfn
 
     data = pair_dirs[0].parent

@@ -11,6 +11,7 @@ import typer
 
 from cldyn_cli.checkpoint import resumed_step, train_state_path
 from cldyn_cli.outputs import check_new_files
+from cldyn_cli.plugins import plugin_versions
 from cldyn_cli.training.log import default_log_path, step_log
 from cldyn_cli.ui import Device, Overwrite, Quiet, default_of, progress, resolve_device, user_errors
 from cldyn_cli.config import build, read_yaml, with_overrides
@@ -119,7 +120,7 @@ def compensate(
         compensation = train_compensation(base_model, tasks, output, cfg, dev, resume=resume, on_step=on_step)
     extra = {"tasks": [{**asdict(t.entry), "task": t.backend.name, "feature_layer": t.backend.feature_layer}
                        for t in tasks],
-             "hyper": cfg.hyper(), "base": str(base) if base else "embedded",
+             "hyper": cfg.hyper(), "base": str(base) if base else "embedded", "plugins": plugin_versions(),
              "base_provenance": base_meta.get("provenance", ""), "steps": total,
              "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     save_compensation(compensation.cpu(), base_model.cpu(), output, extra)

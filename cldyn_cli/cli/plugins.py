@@ -18,11 +18,11 @@ from cldyn_cli.ui import user_errors
 @user_errors
 def plugins_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of {name, package, version, "
-                                                         "tasks, error}.")] = False,
+                                                         "tasks, error, hooks}.")] = False,
     show_all: Annotated[bool, typer.Option("--all", help="Include hidden plugins and tasks (reference/test "
                                                          "tasks such as toyseg).")] = False,
 ) -> None:
-    """List installed task plugins, their tasks, and any that failed to load."""
+    """List installed task plugins, their tasks and hooks, and any that failed to load."""
     infos = registry.list_plugins(include_hidden=show_all or None)
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(info) for info in infos], indent=2))
@@ -30,10 +30,11 @@ def plugins_command(
     if not infos:
         typer.echo("no task plugins installed (e.g. pip install cldyn-plugin-yolo)")
         return
-    table = Table("plugin", "package", "version", "tasks", "status")
+    table = Table("plugin", "package", "version", "tasks", "hooks", "status")
     for info in infos:
         status = f"[red]failed: {info.error}[/red]" if info.error else "[green]ok[/green]"
-        table.add_row(info.name, info.package or "-", info.version or "-", ", ".join(info.tasks) or "-", status)
+        table.add_row(info.name, info.package or "-", info.version or "-", ", ".join(info.tasks) or "-",
+                      ", ".join(info.hooks) or "-", status)
     Console().print(table)
 
 

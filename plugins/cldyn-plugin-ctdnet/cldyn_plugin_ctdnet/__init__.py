@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from cldyn_cli import hookimpl
-from cldyn_cli.tasks import TaskOptions, TaskSpec
+from cldyn_cli.plugin_api import TaskOptions, TaskSpec, hookimpl
 
 if TYPE_CHECKING:
     import typer

@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cldyn_cli.config import read_yaml
-from cldyn_cli.errors import UserError
-from cldyn_cli.tasks import Batch, FeatureTap, Sample, TaskBackend, TaskOptions, find_module, freeze
+from cldyn_cli.plugin_api import (Batch, FeatureTap, Sample, TaskBackend, TaskOptions, UserError, find_module, freeze,
+                                  read_yaml)
 
 from cldyn_plugin_ctdnet.data import SodDataset, collate
 from cldyn_plugin_ctdnet.loss import ctdnet_loss, mask_edges

@@ -18,10 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cldyn_cli.ui import Device, Quiet, Seed, progress, resolve_device, user_errors
-from cldyn_cli.checkpoint import resumed_step
-from cldyn_cli.errors import UserError
-from cldyn_cli.tasks import TaskOptions
+from cldyn_cli.plugin_api import (Device, Quiet, Seed, TaskOptions, UserError, progress, resolve_device, plugin_versions,
+                                  resumed_step, user_errors)
 
 app = typer.Typer(help="CTDNet-18 tools of the sod task: train the salient-object detector, score fused images.",
                   no_args_is_help=True)
@@ -77,7 +75,7 @@ def train(
     dev = resolve_device(device)
     base = None
     if inputs == "fused":
-        from cldyn_cli.models.loading import load_vfn
+        from cldyn_cli.plugin_api import load_vfn
 
         base = load_vfn(fused_with, dev)[0]
     resumed_at = resumed_step(output, resume)
@@ -94,6 +92,7 @@ def train(
                   "backbone_weights": str(backbone_weights) if backbone_weights else None,
                   "train": {k: getattr(config, k) for k in ("batch_size", "lr", "backbone_lr_scale", "epochs",
                                                             "steps", "seed")},
+                  "plugins": plugin_versions(),
                   "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     save_ctdnet(net.cpu(), output, CTDNetConfig(size=size, seed=seed), provenance)
     if not quiet:
@@ -151,7 +150,7 @@ def evaluate(
 
             results[name] = backend.evaluate(batches())
     if json_out is not None:
-        from cldyn_cli.outputs import atomic_path
+        from cldyn_cli.plugin_api import atomic_path
 
         doc = {"split": split, "images": len(dataset), "weights": str(task_weights) if task_weights else None,
                "size": backend.size,

@@ -29,11 +29,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from cldyn_cli.checkpoint import existing_train_state, metadata_json, train_state_path
-from cldyn_cli.errors import UserError
-from cldyn_cli.models.vfn import VFN
-from cldyn_cli.training.base import batch_indices
-from cldyn_cli.training.state import TrainState
+from cldyn_cli.plugin_api import (TrainState, UserError, VFN, batch_indices, existing_train_state, metadata_json,
+                                  train_state_path)
 
 from cldyn_plugin_ctdnet.data import RawSample, SodDataset, collate, finish
 from cldyn_plugin_ctdnet.loss import ctdnet_loss
@@ -98,8 +95,7 @@ def augment(raw: RawSample, gen: torch.Generator) -> RawSample:
 
 def fused_inputs(base: VFN, ir: Tensor, vis: Tensor) -> Tensor:
     """The base fused RGB image of a batch, as the closed loop computes it."""
-    from cldyn_cli.colour import luminance
-    from cldyn_cli.fusion import task_rgb
+    from cldyn_cli.plugin_api import luminance, task_rgb
 
     with torch.no_grad():
         return task_rgb(base(ir, luminance(vis)), vis)

@@ -17,9 +17,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from cldyn_cli.checkpoint import atomic_save, load_checkpoint, metadata_json
-from cldyn_cli.config import build
-from cldyn_cli.errors import UserError
+from cldyn_cli.plugin_api import UserError, atomic_save, build_config as build, load_checkpoint, metadata_json
 
 from cldyn_plugin_ctdnet.network import CTDNet, CTDNetConfig
 

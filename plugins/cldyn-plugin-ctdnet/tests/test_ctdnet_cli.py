@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 
 from cldyn_cli import plugins
 from cldyn_cli.checkpoint import train_state_path
-from cldyn_cli.cli import app
+from cldyn_cli.cli import create_app
 from cldyn_cli.models.loading import load_vfn
 from cldyn_plugin_ctdnet.training import TrainConfig, train_ctdnet
+
+app = create_app()
 
 runner = CliRunner()
 TRAIN = ["--steps", "4", "--batch-size", "2", "--size", "64", "--checkpoint-every", "2", "--seed", "1",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
-from cldyn_cli.errors import UserError
+from cldyn_cli.plugin_api import UserError
 
 _ready: ModuleType | None = None
 

@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cldyn_cli.errors import UserError
-from cldyn_cli.tasks import Batch, FeatureTap, Sample, TaskBackend, TaskOptions, find_module, freeze
+from cldyn_cli.plugin_api import Batch, FeatureTap, Sample, TaskBackend, TaskOptions, UserError, find_module, freeze
 from cldyn_plugin_mmseg.config import Resolved, resolve
 from cldyn_plugin_mmseg.data import SegmentationPairs, collate
 from cldyn_plugin_mmseg.metrics import SegScores

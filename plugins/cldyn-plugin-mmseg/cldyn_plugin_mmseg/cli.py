@@ -18,9 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
-from cldyn_cli.errors import UserError
-from cldyn_cli.tasks import TaskOptions
+from cldyn_cli.plugin_api import Device, Quiet, TaskOptions, UserError, progress, resolve_device, user_errors
 
 app = typer.Typer(help="MMSegmentation tools of the seg task: train a small segmentor, score fused images.",
                   no_args_is_help=True)

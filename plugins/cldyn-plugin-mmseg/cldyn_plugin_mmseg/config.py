@@ -34,8 +34,7 @@ from typing import Any
 
 import torch
 
-from cldyn_cli.config import build, read_yaml
-from cldyn_cli.errors import UserError
+from cldyn_cli.plugin_api import UserError, build_config as build, read_yaml
 
 DEFAULT_CONFIG = "mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"
 DEFAULT_SIZE = (512, 512)

@@ -23,10 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from cldyn_cli.data.images import is_image, read_image, read_infrared
-from cldyn_cli.data.pairs import find_pairs
-from cldyn_cli.errors import UserError
-from cldyn_cli.tasks import Batch, Sample
+from cldyn_cli.plugin_api import Batch, Sample, UserError, find_pairs, is_image, read_image, read_infrared
 
 IGNORE_INDEX = 255
 LAYOUTS = (("Infrared", "Visible", "Label"), ("ir", "vis", "masks"))

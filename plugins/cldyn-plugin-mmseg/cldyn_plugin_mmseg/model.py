@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cldyn_cli.errors import UserError
+from cldyn_cli.plugin_api import UserError
 from cldyn_plugin_mmseg._env import mmseg_ready
 from cldyn_plugin_mmseg.config import Resolved
 

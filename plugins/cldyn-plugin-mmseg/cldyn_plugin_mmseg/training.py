@@ -23,8 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from cldyn_cli.errors import UserError
-from cldyn_cli.outputs import atomic_path
+from cldyn_cli.plugin_api import UserError, atomic_path
 from cldyn_plugin_mmseg.config import Resolved
 from cldyn_plugin_mmseg.data import resize_image, resize_mask
 from cldyn_plugin_mmseg.model import InputAdapter, seg_samples, total_loss

@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-from cldyn_cli.outputs import atomic_path
+from cldyn_cli.plugin_api import atomic_path
 
 _ready: ModuleType | None = None
 
@@ -82,7 +82,7 @@ def ultralytics_ready() -> ModuleType:
         import ultralytics
         from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
     except Exception as exc:  # a broken install must read as one line, not a traceback
-        from cldyn_cli.errors import UserError
+        from cldyn_cli.plugin_api import UserError
 
         raise UserError(f"cannot import ultralytics ({type(exc).__name__}: {exc}); "
                         "reinstall the plugin with pip install cldyn-plugin-yolo") from None

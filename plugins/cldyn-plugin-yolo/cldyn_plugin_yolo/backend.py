@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
-from cldyn_cli.tasks import Batch, FeatureTap, Sample, TaskBackend, TaskOptions, find_module, freeze
+from cldyn_cli.plugin_api import Batch, FeatureTap, Sample, TaskBackend, TaskOptions, find_module, freeze
 
 from cldyn_plugin_yolo import data
 from cldyn_plugin_yolo.evaluation import DetectionScorer

@@ -20,10 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cldyn_cli.errors import UserError
-from cldyn_cli.outputs import atomic_path
-from cldyn_cli.tasks import TaskOptions
-from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.plugin_api import (Device, Quiet, TaskOptions, UserError, atomic_path, progress, resolve_device,
+                                  user_errors)
 
 app = typer.Typer(help="Ultralytics YOLO tools of the det task: train a detector offline, score fused images.",
                   no_args_is_help=True)

@@ -25,9 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cldyn_cli.config import build, read_yaml
-from cldyn_cli.data.synth import DET_CLASSES
-from cldyn_cli.errors import UserError
+from cldyn_cli.plugin_api import DET_CLASSES, UserError, build_config as build, read_yaml
 
 from cldyn_plugin_yolo._env import ultralytics_ready
 

@@ -18,7 +18,8 @@ runner = CliRunner()
 
 
 def _app():
-    from cldyn_cli.cli import app
+    from cldyn_cli.cli import create_app
+    app = create_app()
 
     return app
 
