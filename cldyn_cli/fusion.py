@@ -57,7 +57,7 @@ def _pad_small(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
-class Fuser:
+class BaseFuser:
     """Fuses luminance with a base VFN, tiling large images so that memory stays bounded."""
 
     def __init__(self, model: VFN, device: torch.device, tile: Optional[int] = None,
@@ -114,7 +114,14 @@ class Fuser:
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """(H, W) or (H, W, 3) float array -> (1, C, H, W) tensor."""
+    """(H, W) or (H, W, 3) float array in [0, 1] -> (1, C, H, W) tensor.
+
+    Integer images are refused rather than read as 0..255 floats (convert with
+    ``cldyn_cli.api.as_float_image``, or read files with ``read_image``).
+    """
+    if img.dtype.kind != "f":
+        raise TypeError(f"expected a float image in [0, 1], got dtype {img.dtype}; scale integer images first "
+                        "(cldyn_cli.api.as_float_image)")
     t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
     return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
 
@@ -133,7 +140,7 @@ def resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return to_array(t)
 
 
-def fuse_images(fuser: Fuser, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+def fuse_images(fuser: BaseFuser, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     """Fuse one IR (H, W) with one visible image (H, W) or (H, W, 3); same size and colour as visible."""
     vis_t = to_tensor(vis)
     fused_y = fuser.fuse_y(to_tensor(ir), luminance(vis_t))

@@ -7,16 +7,18 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from cldyn_cli import __version__
+from cldyn_cli import Fuser, __version__
 from cldyn_cli.builtin_tasks.toyseg import ToySegConfig, save_toyseg, train_toyseg
 from cldyn_cli.cli import create_app
 from cldyn_cli.data.synth import CLASSES, write_dataset
 from cldyn_cli.fusion import compensated_y, task_rgb
-from cldyn_cli.models.loading import load_compensation, load_vfn, save_vfn
+from cldyn_cli.errors import UserError
+from cldyn_cli.models.loading import load_compensation, load_vfn, save_compensation, save_vfn
 from cldyn_cli.models.rsc import SemanticCompensation
 from cldyn_cli.models.vfn import VFN, VFNConfig
 from cldyn_cli.plugins import get_task
@@ -118,6 +120,23 @@ def test_cli_compensate_then_fuse_with_the_task(world, tmp_path: Path) -> None:
                                  "-o", str(tmp_path / "out"), "--quiet", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "out").glob("*.png"))) == 4
+    # The Python API's compensated form gives the same images.
+    from PIL import Image
+
+    fuser = Fuser(rsc=tmp_path / "rsc.safetensors", task="toyseg", task_weights=world["seg"], device="cpu")
+    name = sorted((tmp_path / "out").glob("*.png"))[0].stem
+    [ir_file] = (test_dir / "Infrared").glob(name + ".*")
+    [vis_file] = (test_dir / "Visible").glob(name + ".*")
+    fused = fuser(np.asarray(Image.open(ir_file)), np.asarray(Image.open(vis_file)))
+    assert np.array_equal(fused, np.asarray(Image.open(tmp_path / "out" / f"{name}.png")))
+    # Without the task network's weights, or for a task it was not trained for: one-line errors.
+    result = runner.invoke(app, ["fuse", str(test_dir / "Infrared"), str(test_dir / "Visible"), "--task", "toyseg",
+                                 "--rsc", str(tmp_path / "rsc.safetensors"), "-o", str(tmp_path / "o2"), "--quiet"])
+    assert result.exit_code == 2 and "needs --task-weights" in result.output
+    compensation, base, meta = load_compensation(tmp_path / "rsc.safetensors")
+    save_compensation(compensation, base, tmp_path / "other.safetensors", {"tasks": [{"task": "det"}]})
+    with pytest.raises(UserError, match="was trained for det, not toyseg"):
+        Fuser(rsc=tmp_path / "other.safetensors", task="toyseg", task_weights=world["seg"], device="cpu")
 
 
 def test_cli_refuses_rsc_without_task_and_unknown_tasks(world, tmp_path: Path) -> None:
@@ -129,6 +148,9 @@ def test_cli_refuses_rsc_without_task_and_unknown_tasks(world, tmp_path: Path) -
     assert result.exit_code == 2 and "unknown task 'nosuch'" in result.output
     result = runner.invoke(app, ["compensate", "--plugin", "toyseg", "-o", str(tmp_path / "r.safetensors")])
     assert result.exit_code == 2 and "--plugin and --data go together" in result.output
+    result = runner.invoke(app, ["compensate", "--plugin", "toyseg", "--data", str(world["data"]), "--steps", "1",
+                                 "-o", str(tmp_path / "r.safetensors")])
+    assert result.exit_code == 2 and "needs --task-weights" in result.output
 
 
 def test_cli_two_tasks_from_a_yaml_config(world, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from cldyn_cli.cli import create_app
-from cldyn_cli.fusion import Fuser, fuse_images
+from cldyn_cli.fusion import BaseFuser, fuse_images
 from cldyn_cli.models.loading import load_vfn
 
 app = create_app()
@@ -24,7 +24,7 @@ def test_export_matches_the_fuse_pipeline(tmp_path: Path) -> None:
     ir, vis = rng.random((37, 53), dtype=np.float32), rng.random((37, 53, 3), dtype=np.float32)
     session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"ir": ir[None, None], "vis": vis.transpose(2, 0, 1)[None]})
-    expected = fuse_images(Fuser(load_vfn()[0], torch.device("cpu")), ir, vis)
+    expected = fuse_images(BaseFuser(load_vfn()[0], torch.device("cpu")), ir, vis)
     assert out.shape == (1, 3, 37, 53)
     assert np.abs(out[0].transpose(1, 2, 0) - expected).max() < 1e-4
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cldyn_cli.colour import rgb_to_ycbcr
-from cldyn_cli.fusion import Fuser, fuse_images, windows
+from cldyn_cli.fusion import BaseFuser, fuse_images, windows
 from cldyn_cli.models.vfn import VFN, VFNConfig
 
 
@@ -30,26 +30,26 @@ def test_windows_cover_every_pixel_once() -> None:
 
 def test_tiled_fusion_equals_whole_image_fusion(model: VFN) -> None:
     ir, vis = torch.rand(1, 1, 150, 203), torch.rand(1, 1, 150, 203)
-    whole = Fuser(model, torch.device("cpu")).fuse_y(ir, vis)
-    tiled = Fuser(model, torch.device("cpu"), tile=64).fuse_y(ir, vis)
+    whole = BaseFuser(model, torch.device("cpu")).fuse_y(ir, vis)
+    tiled = BaseFuser(model, torch.device("cpu"), tile=64).fuse_y(ir, vis)
     assert torch.allclose(whole, tiled, atol=1e-5)
 
 
 def test_automatic_tiling_above_the_threshold(model: VFN) -> None:
     ir, vis = torch.rand(1, 1, 90, 100), torch.rand(1, 1, 90, 100)
-    auto = Fuser(model, torch.device("cpu"), auto_tile_pixels=1000)
+    auto = BaseFuser(model, torch.device("cpu"), auto_tile_pixels=1000)
     assert auto._tile_for(90, 100) is not None
-    assert torch.allclose(auto.fuse_y(ir, vis), Fuser(model, torch.device("cpu")).fuse_y(ir, vis), atol=1e-5)
+    assert torch.allclose(auto.fuse_y(ir, vis), BaseFuser(model, torch.device("cpu")).fuse_y(ir, vis), atol=1e-5)
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (3, 17), (31, 7)])
 def test_tiny_and_odd_sizes(model: VFN, h: int, w: int) -> None:
-    out = fuse_images(Fuser(model, torch.device("cpu")), np.random.rand(h, w), np.random.rand(h, w, 3))
+    out = fuse_images(BaseFuser(model, torch.device("cpu")), np.random.rand(h, w), np.random.rand(h, w, 3))
     assert out.shape == (h, w, 3)
 
 
 def test_grayscale_visible_gives_grayscale_and_colour_keeps_chroma(model: VFN) -> None:
-    fuser = Fuser(model, torch.device("cpu"))
+    fuser = BaseFuser(model, torch.device("cpu"))
     ir = np.random.default_rng(0).random((20, 24)).astype(np.float32)
     assert fuse_images(fuser, ir, np.full((20, 24), 0.4, np.float32)).shape == (20, 24)
     vis = np.zeros((20, 24, 3), np.float32)

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Optional
 
-import numpy as np
-import torch
 import typer
 
-from cldyn_cli.ui import Device, Overwrite, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.api import Fuser
+from cldyn_cli.ui import Device, Overwrite, Quiet, progress, user_errors
 from cldyn_cli.data.images import read_image, read_infrared, write_png
 from cldyn_cli.data.pairs import check_sizes, find_pairs
 from cldyn_cli.errors import UserError
-from cldyn_cli.checkpoint import metadata_json
-from cldyn_cli.colour import recombine
-from cldyn_cli.fusion import Fuser, compensated_y, fuse_images, resize_to, to_array, to_tensor
-from cldyn_cli.models.loading import load_compensation, load_vfn
-from cldyn_cli.models.rsc import A2SI
-from cldyn_cli.plugins import get_task
-from cldyn_cli.tasks import TaskBackend, TaskOptions, TaskSpec
+from cldyn_cli.fusion import resize_to
 from cldyn_cli.outputs import all_or_nothing, check_output_dir
 
 
@@ -65,11 +57,8 @@ def fuse(
     if not resize:
         check_sizes(pairs)
     check_output_dir(output, [p.name for p in pairs], ".png", overwrite)
-    dev = resolve_device(device)
-    if task is None:
-        fuse_one = base_fusion(Fuser(load_vfn(base)[0], dev, tile))
-    else:
-        fuse_one = task_fusion(task, rsc, TaskOptions(task_weights, task_config, dev, feature_layer), sample, seed)
+    fuser = Fuser(base, rsc=rsc, task=task, task_weights=task_weights, task_config=task_config,
+                  feature_layer=feature_layer, device=device, tile=tile, sample=sample, seed=seed)
     with all_or_nothing(output) as stage, progress(quiet) as bar:
         job = bar.add_task("fusing", total=len(pairs), status="")
         for pair in pairs:
@@ -77,52 +66,10 @@ def fuse(
             ir_img = resize_to(read_infrared(pair.ir), *vis_img.shape[:2]) if resize else read_infrared(pair.ir)
             if ir_img.shape[:2] != vis_img.shape[:2]:
                 raise UserError(f"size mismatch for {pair.name!r}; pass --resize")
-            write_png(fuse_one(ir_img, vis_img), stage / f"{pair.name}.png")
+            write_png(fuser.fuse_float(ir_img, vis_img), stage / f"{pair.name}.png")
             bar.update(job, advance=1, status=pair.name)
     if not quiet:
         typer.echo(f"wrote {len(pairs)} fused image(s) to {output}", err=True)
-
-
-def base_fusion(fuser: Fuser) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    return lambda ir, vis: fuse_images(fuser, ir, vis)
-
-
-def task_fusion(task: str, rsc: Path, options: TaskOptions, sample: bool, seed: int
-                ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Fusion compensated for ``task``: the loaded compensation, its base and the task network."""
-    spec = get_task(task)
-    compensation, base, metadata = load_compensation(rsc, options.device)
-    trained_for = {t.get("task"): t for t in metadata_json(metadata, "tasks", rsc)}
-    if spec.name not in trained_for:
-        typer.echo(f"warning: {rsc} was trained for {', '.join(map(str, trained_for))}, not {spec.name}", err=True)
-    backend = _load_backend(spec, options, trained_for.get(spec.name, {}).get("feature_layer"), rsc)
-    for block in compensation.modules():
-        if isinstance(block, A2SI):
-            block.sample = sample
-    torch.manual_seed(seed)
-
-    @torch.no_grad()
-    def fuse_one(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        vis_t = to_tensor(vis).to(options.device)
-        _, fused_y = compensated_y(base, compensation, backend, to_tensor(ir).to(options.device), vis_t)
-        return to_array(recombine(fused_y.float(), vis_t).cpu())
-
-    return fuse_one
-
-
-def _load_backend(spec: TaskSpec, options: TaskOptions, trained_layer: Optional[str], rsc: Path) -> TaskBackend:
-    """The task network, tapped where the compensation was trained unless told otherwise.
-
-    A different architecture (cross-detector use) may lack that layer: then the task's default.
-    """
-    if options.feature_layer is not None or trained_layer is None:
-        return spec.load(options)
-    try:
-        return spec.load(replace(options, feature_layer=trained_layer))
-    except UserError:
-        typer.echo(f"warning: this task network has no layer {trained_layer!r}, which {rsc} was trained with; "
-                   "using the task's default layer", err=True)
-        return spec.load(options)
 
 
 def register(app: typer.Typer) -> None:

@@ -189,6 +189,7 @@ def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config:
 
 def load_tasks(entries: list[TaskEntry], device: torch.device) -> list[LoadedTask]:
     """Resolve each entry's plugin, load its frozen network and its training split."""
+    from cldyn_cli.api import require_weights
     from cldyn_cli.plugins import get_task
     from cldyn_cli.tasks import TaskOptions
 
@@ -198,6 +199,7 @@ def load_tasks(entries: list[TaskEntry], device: torch.device) -> list[LoadedTas
         options = TaskOptions(weights=Path(entry.weights) if entry.weights else None,
                               config=Path(entry.config) if entry.config else None,
                               device=device, feature_layer=entry.feature_layer)
+        require_weights(options, spec.name)
         backend = spec.load(options)
         dataset = backend.dataset(Path(entry.data), entry.split)
         if len(dataset) == 0:
