@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from cldyn_cli.data.images import read_image
+from cldyn_cli.data.pairs import index_images
 from cldyn_cli.errors import UserError
 
 
@@ -80,6 +82,15 @@ class TaskBackend(ABC):
     def evaluate(self, fused_batches: Iterable[tuple[Tensor, Any]]) -> dict[str, float]:
         """Named metrics of the task network on (fused RGB, targets) batches against ground truth."""
 
+    def fused_dataset(self, fused: Path, root: Path, split: str) -> torch.utils.data.Dataset:
+        """What `cldyn eval --task` scores: the split's samples with ``vis`` replaced by the fused
+        image of the same name in folder ``fused`` (batched by ``collate``, then ``evaluate``).
+
+        This default reads ``dataset(root, split)`` and needs its samples at their files' size;
+        a backend whose ``dataset`` resizes or crops overrides it to prepare fused images the same way.
+        """
+        return FusedInPlace(self.dataset(root, split), fused)
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -90,6 +101,32 @@ class TaskSpec:
     load: Callable[[TaskOptions], TaskBackend]
     plugin: str = ""  # set by the plugin manager to the registering plugin's name
     hidden: bool = False  # left out of listings unless asked for (reference and test tasks)
+
+
+class FusedInPlace(torch.utils.data.Dataset):
+    """A dataset's samples with the visible image replaced by the fused image of the same name."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, fused: Path) -> None:
+        if not fused.is_dir():
+            raise UserError(f"fused folder {fused} does not exist; check the path")
+        self.dataset, self.fused = dataset, index_images(fused)
+        if not self.fused:
+            raise UserError(f"no images in fused folder {fused}")
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = self.dataset[index]
+        if sample.name not in self.fused:
+            raise UserError(f"no fused image named {sample.name!r} in the fused folder; fuse the same split first")
+        image = torch.from_numpy(read_image(self.fused[sample.name]))
+        image = image.expand(3, *image.shape) if image.ndim == 2 else image.permute(2, 0, 1)
+        if image.shape[-2:] != sample.vis.shape[-2:]:
+            raise UserError(f"fused image {self.fused[sample.name]} is {image.shape[-1]}x{image.shape[-2]}, but the "
+                            f"sample is {sample.vis.shape[-1]}x{sample.vis.shape[-2]}; the task's dataset resizes "
+                            "images, so its plugin must define fused_dataset")
+        return Sample(sample.ir, image.contiguous(), sample.target, sample.name)
 
 
 def freeze(module: nn.Module) -> nn.Module:

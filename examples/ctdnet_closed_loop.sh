@@ -6,7 +6,7 @@
 #      (task feature: fuse23.bn_2);
 #   4. the test scenes fused by the base network and with the compensation (`cldyn fuse --task sod`);
 #   5. CTDNet scores base fusion, compensated fusion and, for reference, the visible images alone
-#      (`cldyn ctdnet eval`: F-measure, E-measure, S-measure, MAE).
+#      (`cldyn eval --task sod`: F-measure, E-measure, S-measure, MAE).
 # Sizes are for a 2-core CPU (about 10 minutes with the defaults); raise them on a real machine:
 #   N (scenes), SIZE (scene size), NET (CTDNet input size, 352 in the paper), CTD_STEPS, BATCH,
 #   STEPS (compensation steps). Nothing is downloaded; BACKBONE=resnet18.pth starts CTDNet's
@@ -56,13 +56,13 @@ $cldyn fuse "$test_split/T" "$test_split/RGB" -o "$work/fused/compensated" --tas
     --task-weights "$work/ctdnet.safetensors" --device cpu --overwrite --quiet
 
 stamp "5. CTDNet on base vs compensated fusion (and on the visible images alone)"
-$cldyn ctdnet eval "$work/vt5000" --split test --fused "$work/fused/base" --fused "$work/fused/compensated" \
-    --fused "$test_split/RGB" --task-weights "$work/ctdnet.safetensors" --json "$work/metrics.json" \
+$cldyn eval --task sod --data "$work/vt5000" --split test "$work/fused/base" "$work/fused/compensated" \
+    "$test_split/RGB" --task-weights "$work/ctdnet.safetensors" --json "$work/metrics.json" \
     --device cpu --quiet
 $python - "$work/metrics.json" <<'EOF'
 import json, sys
 doc = json.load(open(sys.argv[1]))["methods"]
-base, comp = doc["base"], doc["compensated"]
+base, comp = doc["base"]["metrics"], doc["compensated"]["metrics"]
 for key in ("maxF", "meanF", "adpF", "maxE", "meanE", "adpE", "Sm", "MAE"):
     better = (comp[key] < base[key]) if key == "MAE" else (comp[key] > base[key])
     print(f"{key:6s} base {base[key]:.4f}  compensated {comp[key]:.4f}  {'better' if better else 'not better'}")

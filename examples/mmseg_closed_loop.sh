@@ -7,7 +7,7 @@
 #      (`cldyn mmseg train`, a short seeded loop with the segmentor's own loss);
 #   4. `cldyn compensate --plugin mmseg` trains the semantic compensation against the frozen SegFormer;
 #   5. the test scenes fused with the compensation (`cldyn fuse --task seg`), and base vs compensated
-#      fusion scored with MMSegmentation's IoUMetric (`cldyn mmseg eval`): mIoU, mAcc, per-class IoU.
+#      fusion scored with MMSegmentation's IoUMetric (`cldyn eval --task seg`): mIoU, mAcc, per-class IoU.
 # Needs cldyn-plugin-mmseg installed (README of the plugin: MMCV is built once by scripts/build_mmcv.sh).
 # Sizes are for a 2-core CPU (a few minutes with the defaults); raise them on a real machine:
 #   N (scenes), SIZE (WxH), SEG_STEPS, STEPS (compensation), EMBED (MiT width: 32 = MiT-b0).
@@ -66,12 +66,12 @@ $cldyn compensate --plugin mmseg --data "$work/fmb" --task-weights "$work/segfor
 stamp "5. compensated fusion of the test scenes, and base vs compensated segmentation"
 $cldyn fuse "$work/fmb/test/Infrared" "$work/fmb/test/Visible" -o "$work/fused-comp" --task seg \
     --rsc "$work/rsc.safetensors" --task-weights "$work/segformer.pth" --device cpu --overwrite --quiet
-$cldyn mmseg eval "$work/fused-base" "$work/fused-comp" --labels "$work/fmb/test/Label" \
+$cldyn eval --task seg --data "$work/fmb" --split test "$work/fused-base" "$work/fused-comp" \
     --task-weights "$work/segformer.pth" --json "$work/seg-metrics.json" --device cpu --quiet
 $python - "$work/seg-metrics.json" <<'EOF'
 import json, sys
 doc = json.load(open(sys.argv[1]))
-base, comp = (r["metrics"] for r in doc["results"])
+base, comp = (doc["methods"][m]["metrics"] for m in ("fused-base", "fused-comp"))
 for key in ("mIoU", "mAcc", "aAcc"):
     b, c = base[key], comp[key]
     print(f"{key}: base {b:.4f}  compensated {c:.4f}  ({c - b:+.4f})")

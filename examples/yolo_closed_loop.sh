@@ -6,7 +6,7 @@
 #      own trainer (`cldyn yolo train`), and, for the cross-detector check, a YOLO11n as well;
 #   4. `cldyn compensate --plugin yolo` trains the semantic compensation against the frozen YOLOv8n;
 #   5. the test scenes fused with the compensation, and base and compensated fusion scored by both
-#      detectors (`cldyn yolo eval`): the detector the compensation was trained with, and the other.
+#      detectors (`cldyn eval --task det`): the detector the compensation was trained with, and the other.
 # Sizes are for a 2-core CPU (about 10-15 minutes with the defaults); raise them on a real machine:
 #   N (scenes), SIZE, IMGSZ, EPOCHS, BATCH, STEPS; CROSS=0 skips the second detector.
 # At these sizes the detectors trained from scratch reach only mAP50 of about 0.05-0.1 on 20 test
@@ -92,8 +92,8 @@ for d in "${detectors[@]}"; do
     # Cross-detector: scoring with another detector is only other --task-weights.
     folders=("$det/images/val" "$work/fused-comp")
     if [[ $d == yolo11n ]]; then folders+=("$work/fused-comp-yolo11n"); fi
-    $cldyn yolo eval "${folders[@]}" --labels "$work/m3fd/labels/test" --task-weights "$work/$d.pt" \
-        --json "$work/eval-$d.json" --device cpu --quiet
+    $cldyn eval --task det --data "$work/m3fd" --split test "${folders[@]}" --task-weights "$work/$d.pt" \
+        --batch-size 8 --json "$work/eval-$d.json" --device cpu --quiet
 done
 
 stamp "done"
@@ -101,12 +101,12 @@ $python - "$work" "${detectors[@]}" <<'PY'
 import json, sys
 from pathlib import Path
 work, detectors = Path(sys.argv[1]), sys.argv[2:]
-kinds = {"images/val": "base", "fused-comp": "compensated (RSC <- yolov8n)",
+kinds = {"val": "base", "fused-comp": "compensated (RSC <- yolov8n)",
          "fused-comp-yolo11n": "compensated, yolo11n features"}
 print(f"\n{'detector':<9} {'fusion':<31} {'mAP50':>7} {'mAP50-95':>9}")
 for d in detectors:
-    for folder, entry in json.loads((work / f"eval-{d}.json").read_text())["results"].items():
-        kind = next(v for k, v in kinds.items() if folder.endswith(k))
+    for folder, entry in json.loads((work / f"eval-{d}.json").read_text())["methods"].items():
+        kind = kinds[folder]
         m = entry["metrics"]
         print(f"{d:<9} {kind:<31} {m['mAP50'] or 0:7.4f} {m['mAP50-95'] or 0:9.4f}")
 PY

@@ -174,3 +174,47 @@ def test_config_with_an_unknown_key_is_refused(world, tmp_path: Path) -> None:
     result = runner.invoke(app, ["compensate", "--config", str(tmp_path / "bad.yaml"), "--plugin", "toyseg",
                                  "--data", str(world["data"]), "-o", str(tmp_path / "r.safetensors")])
     assert result.exit_code == 2 and "unknown key(s) learning_rate" in result.output
+
+
+def test_eval_task_scores_fused_folders_through_the_plugin(world, tmp_path: Path) -> None:
+    """`cldyn eval --task` runs the plugin's evaluate on the fused images against the split's labels."""
+    from PIL import Image
+
+    test_dir = world["data"] / "test"
+    result = runner.invoke(app, ["fuse", str(test_dir / "Infrared"), str(test_dir / "Visible"), "-o",
+                                 str(tmp_path / "base"), "--base", str(world["base"]), "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "visible").mkdir()  # a second "method": the visible images themselves
+    for path in (test_dir / "Visible").iterdir():
+        Image.open(path).convert("RGB").save(tmp_path / "visible" / f"{path.stem}.png")
+    out = tmp_path / "scores"
+    result = runner.invoke(app, ["eval", "--task", "toyseg", "--data", str(world["data"]), str(tmp_path / "base"),
+                                 "--fused", str(tmp_path / "visible"), "--task-weights", str(world["seg"]),
+                                 "--json", str(out / "m.json"), "--csv", str(out / "m.csv"), "--report",
+                                 str(out / "report"), "--batch-size", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "toyseg on base: 4/4 (100%)" in result.output and "mIoU" in result.output
+    doc = json.loads((out / "m.json").read_text())
+    assert doc["task"] == "toyseg" and doc["split"] == "test" and list(doc["methods"]) == ["base", "visible"]
+    # The same numbers as the backend's own evaluate on the fused files and the labels.
+    backend = get_task("toyseg").load(TaskOptions(weights=world["seg"]))
+    samples = [backend.dataset(world["data"], "test")[i] for i in range(4)]
+    fused = torch.stack([torch.from_numpy(np.asarray(Image.open(tmp_path / "base" / f"{s.name}.png"),
+                                                     dtype=np.float32) / 255).permute(2, 0, 1) for s in samples])
+    expected = backend.evaluate([(fused, torch.stack([s.target for s in samples]))])
+    assert doc["methods"]["base"]["images"] == 4
+    assert doc["methods"]["base"]["metrics"] == pytest.approx(expected)
+    rows = (out / "m.csv").read_text().splitlines()
+    assert rows[0].startswith("method,images,") and rows[1].startswith("base,4,") and len(rows) == 3
+    assert "toyseg" in (out / "report" / "index.html").read_text()
+    # Missing pieces are one-line errors, and nothing is written.
+    result = runner.invoke(app, ["eval", "--task", "toyseg", str(tmp_path / "base"), "--quiet"])
+    assert result.exit_code == 2 and "--task needs --data" in result.output
+    result = runner.invoke(app, ["eval", "--task", "toyseg", "--data", str(world["data"]), str(tmp_path / "base"),
+                                 "--quiet"])
+    assert result.exit_code == 2 and "needs --task-weights" in result.output
+    result = runner.invoke(app, ["eval", "--task", "toyseg", "--data", str(world["data"]), "--split", "train",
+                                 str(tmp_path / "base"), "--task-weights", str(world["seg"]), "--quiet",
+                                 "--json", str(tmp_path / "no.json")])
+    assert result.exit_code == 2 and "no fused image named" in result.output
+    assert not (tmp_path / "no.json").exists()

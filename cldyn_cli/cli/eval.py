@@ -17,7 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cldyn_cli.ui import Quiet, progress, user_errors
+from cldyn_cli.metrics import task as task_metrics
+from cldyn_cli.tasks import TaskOptions
+from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
 from cldyn_cli.errors import UserError
 from cldyn_cli.outputs import atomic_path
 from cldyn_cli.metrics import CONVENTIONS, DEFAULT_CONVENTION, HIGHER_IS_BETTER, parse_metric_names
@@ -157,15 +159,14 @@ def _csv_text(methods: list[str], images: list[str], values: list[dict[str, dict
 
 @user_errors
 def evaluate(
-    ir: Annotated[Path, typer.Argument(metavar="IR", help="Infrared image, or a folder of them (sub-folders "
-                                       "included).")],
-    vis: Annotated[Path, typer.Argument(metavar="VIS", help="Visible image, or a folder whose files match IR's "
-                                        "by name.")],
-    fused_args: Annotated[Optional[list[Path]], typer.Argument(
-        metavar="FUSED...", help="Fused image or folder, one per method to compare (files matched by name).",
-        show_default=False)] = None,
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="PATHS",
+        help="IR VIS [FUSED]...: the infrared and visible images (or folders, sub-folders included), then one "
+             "fused image or folder per method to compare, matched by name. With --task: FUSED... folders only.",
+        show_default=False)],
     fused_opts: Annotated[Optional[list[Path]], typer.Option(
-        "--fused", help="Another fused folder (or file) to compare; repeatable.", show_default=False)] = None,
+        "--fused", metavar="PATH", help="Another fused folder (or file) to compare; repeatable.",
+        show_default=False)] = None,
     convention: Annotated[str, typer.Option(
         metavar="vifb|cddfuse",
         help="Metric convention: vifb (VIFB's MATLAB code) or cddfuse (CDDFuse's Evaluator.py); "
@@ -181,24 +182,57 @@ def evaluate(
         help="Folder to write a self-contained HTML report into (index.html).", show_default=False)] = None,
     workers: Annotated[int, typer.Option(
         min=0, help="Processes computing metrics in parallel (0: one per CPU core, at most 8).")] = 0,
+    task: Annotated[Optional[str], typer.Option(
+        help="Score a downstream task instead (see `cldyn plugins`, e.g. det, seg, sod): its network runs on "
+             "the fused images against the ground truth of --data.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        help="With --task: the task's dataset folder (its layout), whose --split the fused folders hold.",
+        show_default=False)] = None,
+    split: Annotated[str, typer.Option(help="With --task: the split of --data that was fused.")] = "test",
+    task_weights: Annotated[Optional[Path], typer.Option(
+        help="With --task: the task network's weights.", show_default=False)] = None,
+    task_config: Annotated[Optional[Path], typer.Option(
+        help="With --task: the task network's config file.", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="With --task: images per forward pass.")] = 1,
+    device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Score fused images with fusion-quality metrics (8-bit grey, visible as luminance).
+    """Score fused images with fusion-quality metrics (8-bit grey, visible as luminance), or with
+    a downstream task's metrics (--task).
 
     Pairs IR, VIS and fused files by name; several fused folders compare methods side by side.
+    Prints mean and std over images per metric.
 
-    Prints mean and std over images per metric; --json, --csv and --report appear only when every image succeeded.
+    With --task NAME --data DIR, the frozen task network scores each fused folder against the
+    ground truth of DIR's --split (e.g. mAP for det, mIoU for seg, F-measure and MAE for sod).
+
+    --json, --csv and --report appear only when every image succeeded.
     """
+    _check_output_file(json_out, "--json")
+    _check_output_file(csv_out, "--csv")
+    _check_report_dir(report)
+    if task is not None:
+        fused = list(paths) + list(fused_opts or [])
+        _task_metrics(task, fused, data, split, TaskOptions(task_weights, task_config, resolve_device(device)),
+                      batch_size, json_out, csv_out, report, quiet)
+        return
+    if data is not None or task_weights is not None or task_config is not None:
+        raise UserError("--data, --task-weights and --task-config are for --task; add --task NAME")
+    if len(paths) < 2:
+        raise UserError("give IR and VIS (then the fused images), or --task NAME --data DIR with fused folders")
+    _fusion_metrics(paths[0], paths[1], list(paths[2:]) + list(fused_opts or []), convention, metrics, json_out,
+                    csv_out, report, workers, quiet)
+
+
+def _fusion_metrics(ir: Path, vis: Path, fused: list[Path], convention: str, metrics: Optional[str],
+                    json_out: Optional[Path], csv_out: Optional[Path], report: Optional[Path], workers: int,
+                    quiet: bool) -> None:
     if convention not in CONVENTIONS:
         raise UserError(f"unknown --convention {convention!r}; use one of {', '.join(CONVENTIONS)}")
     try:
         chosen = parse_metric_names(metrics)
     except ValueError as exc:
         raise UserError(f"--metrics: {exc}") from None
-    fused = list(fused_args or []) + list(fused_opts or [])
-    _check_output_file(json_out, "--json")
-    _check_output_file(csv_out, "--csv")
-    _check_report_dir(report)
     jobs = build_jobs(ir, vis, fused)
     methods = method_names(fused)
     if workers == 0:
@@ -226,6 +260,48 @@ def evaluate(
                  for name, s in zip(methods, summaries) for m in chosen if s[m].undefined]
     if undefined and not quiet:
         typer.echo("n/a: undefined for some images and left out of the mean: " + ", ".join(undefined), err=True)
+    if outputs and not quiet:
+        typer.echo("wrote " + ", ".join(str(p) for p in outputs), err=True)
+
+
+def _task_metrics(task: str, fused: list[Path], data: Optional[Path], split: str, options: TaskOptions,
+                  batch_size: int, json_out: Optional[Path], csv_out: Optional[Path], report: Optional[Path],
+                  quiet: bool) -> None:
+    from cldyn_cli.api import require_weights
+    from cldyn_cli.plugins import get_task
+
+    if data is None:
+        raise UserError("--task needs --data: the dataset folder holding the ground truth of the fused images")
+    if not fused:
+        raise UserError("give one or more fused folders to score with --task")
+    if len(set(fused)) != len(fused):
+        raise UserError("the same fused folder is given twice")
+    spec = get_task(task)
+    require_weights(options, spec.name)
+    backend = spec.load(options)
+    with progress(quiet) as bar:
+        def on_start(label: str, n: int):
+            job = bar.add_task(f"{spec.name} on {label}", total=n, status="")
+            return lambda done, name: bar.update(job, advance=done, status=name)
+
+        results = task_metrics.score_folders(backend, fused, data, split, batch_size, options.device, on_start)
+    about = {"data": str(data), "split": split, "weights": str(options.weights),
+             "config": str(options.config) if options.config else None}
+    outputs: dict[Path, str] = {}
+    if json_out is not None:
+        outputs[json_out] = task_metrics.json_text(spec.name, about, results)
+    if csv_out is not None:
+        outputs[csv_out] = task_metrics.csv_text(results)
+    if report is not None:
+        outputs[report / "index.html"] = task_metrics.html_text(spec.name, about, results)
+    _write_all(outputs)
+    table = Table(title=f"{spec.name} on fused images ({data}, {split})")
+    table.add_column("metric")
+    for label, r in results.items():
+        table.add_column(f"{label}\n({r['images']} images)", justify="right")
+    for name in task_metrics.metric_names(results):
+        table.add_row(name, *(_fmt(r["metrics"].get(name, math.nan)) for r in results.values()))
+    Console().print(table)
     if outputs and not quiet:
         typer.echo("wrote " + ", ".join(str(p) for p in outputs), err=True)
 

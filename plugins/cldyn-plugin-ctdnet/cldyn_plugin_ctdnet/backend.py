@@ -69,6 +69,11 @@ class CTDNetBackend(TaskBackend):
     def collate(self, samples: list[Sample]) -> Batch:
         return collate(samples)
 
+    def fused_dataset(self, fused: Path, root: Path, split: str) -> SodDataset:
+        """Fused images at full size with the split's masks: predictions are compared at the masks'
+        resolution, as in the usual SOD protocol."""
+        return SodDataset(root, split, size=None, images=fused)
+
     @torch.no_grad()
     def evaluate(self, fused_batches: Iterable[tuple[Tensor, Any]]) -> dict[str, float]:
         """maxF, meanF, adpF, maxE, meanE, adpE, Sm, MAE; predictions are compared at the masks' size."""

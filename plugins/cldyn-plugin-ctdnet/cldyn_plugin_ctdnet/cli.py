@@ -1,27 +1,23 @@
-"""`cldyn ctdnet ...`: train the CTDNet-18 task network, score fused images with it.
+"""`cldyn ctdnet train`: train the CTDNet-18 task network.
 
-- ``cldyn ctdnet train DATA -o ctdnet.safetensors``: trains on the split's images fused by the base
-  network (``--inputs rgb``: on the visible images), resumable with ``--resume``.
-- ``cldyn ctdnet eval DATA --fused DIR [--fused DIR2 ...]``: F-measure, E-measure, S-measure and
-  MAE of CTDNet on fused images against the split's masks, one column per folder.
+``cldyn ctdnet train DATA -o ctdnet.safetensors`` trains on the split's images fused by the base
+network (``--inputs rgb``: on the visible images), resumable with ``--resume``. Fused images are
+scored by ``cldyn eval --task sod`` (F-measure, E-measure, S-measure and MAE against the masks).
 """
 
 from __future__ import annotations
 
 import datetime
-import json
-import math
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from cldyn_cli.plugin_api import (Device, Quiet, Seed, TaskOptions, UserError, progress, resolve_device, plugin_versions,
+from cldyn_cli.plugin_api import (Device, Quiet, Seed, UserError, plugin_versions, progress, resolve_device,
                                   resumed_step, user_errors)
 
-app = typer.Typer(help="CTDNet-18 tools of the sod task: train the salient-object detector, score fused images.",
+app = typer.Typer(help="CTDNet-18 tools of the sod task: train the salient-object detector (score fused images "
+                       "with `cldyn eval --task sod`).",
                   no_args_is_help=True)
 
 
@@ -97,72 +93,3 @@ def train(
     save_ctdnet(net.cpu(), output, CTDNetConfig(size=size, seed=seed), provenance)
     if not quiet:
         typer.echo(f"wrote {output}", err=True)
-
-
-def _fmt(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.4f}"
-
-
-@app.command("eval")
-@user_errors
-def evaluate(
-    data: Annotated[Path, typer.Argument(help="Dataset root holding the masks (VT5000 or ir/ vis/ gt/).")],
-    fused: Annotated[list[Path], typer.Option(help="Folder of fused images named like the split's images "
-                                              "(e.g. from `cldyn fuse`); repeat to compare methods.")],
-    split: Annotated[str, typer.Option(help="Split whose masks to compare with.")] = "test",
-    task_weights: Annotated[Optional[Path], typer.Option(help="CTDNet weights (`cldyn ctdnet train` output "
-                                                         "or the authors' .pth).")] = None,
-    task_config: Annotated[Optional[Path], typer.Option(help="YAML with size (and seed) for the network.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON.")] = None,
-    device: Device = "auto",
-    quiet: Quiet = False,
-) -> None:
-    """Score fused images with CTDNet: F-measure, E-measure, S-measure and MAE.
-
-    maxF/meanF/adpF (beta^2 = 0.3), maxE/meanE/adpE, Sm and MAE (PySODMetrics); each prediction is
-    compared with its mask at the mask's own resolution. One column per --fused folder.
-    """
-    from cldyn_plugin_ctdnet.backend import load
-    from cldyn_plugin_ctdnet.data import FusedWithMasks, SodDataset
-    from cldyn_plugin_ctdnet.metrics import HIGHER_IS_BETTER
-
-    if json_out is not None and json_out.is_dir():
-        raise UserError(f"--json {json_out} is a folder; give a file name")
-    if len(set(fused)) != len(fused):
-        raise UserError("the same --fused folder is given twice")
-    if task_weights is None and not quiet:
-        typer.echo("warning: no --task-weights: scoring with an untrained CTDNet", err=True)
-    backend = load(TaskOptions(task_weights, task_config, resolve_device(device)))
-    dataset = SodDataset(data, split, size=None)
-    sources = [FusedWithMasks(folder, dataset) for folder in fused]  # all checked before any work
-    short = [folder.name or str(folder) for folder in fused]
-    names = short if len(set(short)) == len(short) else [str(folder) for folder in fused]  # column labels
-    results: dict[str, dict[str, float]] = {}
-    with progress(quiet) as bar:
-        for name, source in zip(names, sources):
-            job = bar.add_task(f"scoring {name}", total=len(source), status="")
-
-            def batches(source=source, job=job):
-                for i in range(len(source)):
-                    image, target, item = source[i]
-                    yield image[None], {"mask": target["mask"][None]}
-                    bar.update(job, advance=1, status=item)
-
-            results[name] = backend.evaluate(batches())
-    if json_out is not None:
-        from cldyn_cli.plugin_api import atomic_path
-
-        doc = {"split": split, "images": len(dataset), "weights": str(task_weights) if task_weights else None,
-               "size": backend.size,
-               "methods": {n: {k: (None if math.isnan(v) else v) for k, v in r.items()} for n, r in results.items()}}
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(json_out) as tmp:
-            tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    table = Table(title=f"CTDNet on {len(dataset)} image(s) of {data} ({split})")
-    table.add_column("metric")
-    table.add_column("better", justify="center")
-    for name in names:
-        table.add_column(name, justify="right")
-    for metric in next(iter(results.values())):
-        table.add_row(metric, "↑" if HIGHER_IS_BETTER[metric] else "↓", *(_fmt(results[n][metric]) for n in names))
-    Console().print(table)

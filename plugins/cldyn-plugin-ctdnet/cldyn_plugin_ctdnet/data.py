@@ -127,10 +127,11 @@ class SodDataset(Dataset):
     Targets are ``{"mask": (1, S, S), "edge": (1, S, S)}`` in [0, 1].
     """
 
-    def __init__(self, root: Path, split: str, size: Optional[int]) -> None:
+    def __init__(self, root: Path, split: str, size: Optional[int], images: Optional[Path] = None) -> None:
+        """``images``: read the visible side from this folder instead (fused images, for scoring)."""
         self.folders = split_folders(Path(root), split)
         self.size = size
-        self.pairs = find_pairs(self.folders.ir, self.folders.vis)
+        self.pairs = find_pairs(self.folders.ir, images or self.folders.vis)
         gts = index_images(self.folders.gt)
         missing = [p.name for p in self.pairs if p.name not in gts]
         if missing:
@@ -188,31 +189,3 @@ def collate(samples: list[Sample]) -> Batch:
     return Batch(ir=torch.stack([s.ir for s in samples]), vis=torch.stack([s.vis for s in samples]),
                  targets={k: torch.stack([s.target[k] for s in samples]) for k in ("mask", "edge")},
                  names=[s.name for s in samples])
-
-
-class FusedWithMasks(Dataset):
-    """Fused images (e.g. `cldyn fuse` output) matched by name with a dataset's masks, at full size.
-
-    Items: (fused RGB (3, H, W), {"mask": (1, H', W')}, name); the prediction is compared at the
-    mask's resolution, as in the usual SOD protocol.
-    """
-
-    def __init__(self, fused: Path, dataset: SodDataset) -> None:
-        if not fused.is_dir():
-            raise UserError(f"fused folder {fused} does not exist; check the path")
-        images = index_images(fused)
-        names = [p.name for p in dataset.pairs]
-        missing = [n for n in names if n not in images]
-        if missing:
-            raise UserError(f"{len(missing)} of {len(names)} image(s) have no fused image in {fused}: "
-                            f"{_sample(missing)}; fuse the same split first")
-        self.items = [(images[n], m, n) for n, m in zip(names, dataset.masks)]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor], str]:
-        path, mask_path, name = self.items[index]
-        img = torch.from_numpy(read_image(path))
-        img = img.expand(3, *img.shape) if img.ndim == 2 else img.permute(2, 0, 1)
-        return img.contiguous(), {"mask": read_mask(mask_path)}, name

@@ -1,11 +1,12 @@
 """The CLI: `cldyn plugins` lists sod, `cldyn ctdnet train` (+ exact resume), and the closed loop
-end to end: `cldyn compensate --plugin ctdnet`, `cldyn fuse --task sod`, `cldyn ctdnet eval`."""
+end to end: `cldyn compensate --plugin ctdnet`, `cldyn fuse --task sod`, `cldyn eval --task sod`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -16,6 +17,7 @@ from cldyn_cli.checkpoint import train_state_path
 from cldyn_cli.cli import create_app
 from cldyn_cli.models.loading import load_vfn
 from cldyn_plugin_ctdnet.training import TrainConfig, train_ctdnet
+from ctdnet_testdata import save_png
 
 app = create_app()
 
@@ -97,16 +99,19 @@ def test_closed_loop_end_to_end(trained: Path, vt5000: Path, base_vfn: Path, tmp
     invoke("fuse", test / "T", test / "RGB", "-o", tmp_path / "base", "--base", base_vfn, "--device", "cpu",
            "--quiet")
     assert sorted(p.name for p in (tmp_path / "comp").iterdir()) == sorted(p.name for p in (test / "RGB").iterdir())
-    output = invoke("ctdnet", "eval", vt5000, "--fused", tmp_path / "base", "--fused", tmp_path / "comp",
+    output = invoke("eval", "--task", "sod", "--data", vt5000, tmp_path / "base", tmp_path / "comp",
                     "--task-weights", trained, "--json", tmp_path / "m.json", "--device", "cpu", "--quiet")
     assert "maxF" in output and "MAE" in output
     doc = json.loads((tmp_path / "m.json").read_text())
     assert set(doc["methods"]) == {"base", "comp"}  # labelled by folder name when those differ
     for scores in doc["methods"].values():
-        assert set(scores) == {"maxF", "meanF", "adpF", "maxE", "meanE", "adpE", "Sm", "MAE"}
+        assert scores["images"] == len(list((test / "RGB").iterdir()))
+        assert set(scores["metrics"]) == {"maxF", "meanF", "adpF", "maxE", "meanE", "adpE", "Sm", "MAE"}
 
 
-def test_eval_names_missing_fused_images(vt5000: Path, tmp_path: Path) -> None:
-    (tmp_path / "empty").mkdir()
-    result = runner.invoke(app, ["ctdnet", "eval", str(vt5000), "--fused", str(tmp_path / "empty"), "--quiet"])
-    assert result.exit_code == 2 and "have no fused image" in result.output
+def test_eval_names_missing_fused_images(trained: Path, vt5000: Path, tmp_path: Path) -> None:
+    (tmp_path / "fused").mkdir()
+    save_png(tmp_path / "fused" / "other.png", np.zeros((8, 8, 3), np.uint8))
+    result = runner.invoke(app, ["eval", "--task", "sod", "--data", str(vt5000), str(tmp_path / "fused"),
+                                 "--task-weights", str(trained), "--quiet", "--device", "cpu"])
+    assert result.exit_code == 2 and "unmatched file names" in result.output, result.output

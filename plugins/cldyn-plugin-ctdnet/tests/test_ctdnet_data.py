@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cldyn_cli.errors import UserError
-from cldyn_plugin_ctdnet.data import FusedWithMasks, SodDataset, collate
+from cldyn_plugin_ctdnet.data import SodDataset, collate
 from cldyn_plugin_ctdnet.loss import mask_edges
 
 from ctdnet_testdata import make_scene, save_png
@@ -89,9 +89,10 @@ def test_layout_errors(tmp_path: Path) -> None:
 
 def test_fused_folder_pairs_by_name(vt5000: Path, tmp_path: Path) -> None:
     data = SodDataset(vt5000, "test", None)
-    with pytest.raises(UserError, match="have no fused image"):
-        FusedWithMasks(tmp_path, data)
+    with pytest.raises(UserError, match="no images in"):
+        SodDataset(vt5000, "test", None, images=tmp_path)
     for pair in data.pairs:
-        save_png(tmp_path / f"{pair.name}.png", np.zeros((64, 64, 3), np.uint8))
-    image, target, name = FusedWithMasks(tmp_path, data)[0]
-    assert image.shape == (3, 64, 64) and target["mask"].shape == (1, 64, 64) and name == data.pairs[0].name
+        save_png(tmp_path / f"{pair.name}.png", np.full((64, 64, 3), 7, np.uint8))
+    sample = SodDataset(vt5000, "test", None, images=tmp_path)[0]
+    assert sample.vis.shape == (3, 64, 64) and sample.target["mask"].shape == (1, 64, 64)
+    assert sample.name == data.pairs[0].name and torch.allclose(sample.vis, torch.full_like(sample.vis, 7 / 255))

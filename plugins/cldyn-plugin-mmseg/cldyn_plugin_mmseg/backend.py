@@ -100,6 +100,10 @@ class MMSegBackend(TaskBackend):
     def collate(self, samples: list[Sample]) -> Batch:
         return collate(samples)
 
+    def fused_dataset(self, fused: Path, root: Path, split: str) -> SegmentationPairs:
+        """Fused images at full size with the split's masks (``evaluate`` predicts at the masks' size)."""
+        return SegmentationPairs(root, split, self.num_classes, None, images=fused)
+
     @torch.no_grad()
     def predict(self, fused_rgb: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         """Class indices (B, H, W) at ``size`` (default: the input's size)."""

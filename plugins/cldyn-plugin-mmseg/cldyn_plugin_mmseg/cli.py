@@ -1,29 +1,23 @@
-"""`cldyn mmseg ...`: train a small segmentor quickly; score fused images with MMSeg's IoU metric.
+"""`cldyn mmseg train`: train a small segmentor quickly.
 
-- ``cldyn mmseg train DATA -o seg.pth``: a short seeded training loop (see ``training.py``) on a
-  split's visible images, or on other images named like them (``--images``, e.g. base-fused ones).
-- ``cldyn mmseg eval FUSED [FUSED ...] --labels DIR``: mIoU, mAcc, aAcc and per-class IoU of the
-  segmentor on one or more folders of fused images side by side (e.g. base vs compensated fusion).
+``cldyn mmseg train DATA -o seg.pth`` runs a short seeded training loop (see ``training.py``) on a
+split's visible images, or on other images named like them (``--images``, e.g. base-fused ones).
+Fused images are scored by ``cldyn eval --task seg`` (mIoU, mAcc, aAcc and per-class IoU).
 """
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
-import torch
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from cldyn_cli.plugin_api import Device, Quiet, TaskOptions, UserError, progress, resolve_device, user_errors
+from cldyn_cli.plugin_api import Device, Quiet, UserError, progress, resolve_device, user_errors
 
-app = typer.Typer(help="MMSegmentation tools of the seg task: train a small segmentor, score fused images.",
+app = typer.Typer(help="MMSegmentation tools of the seg task: train a small segmentor (score fused images with "
+                       "`cldyn eval --task seg`).",
                   no_args_is_help=True)
 
-TaskWeights = Annotated[Optional[Path], typer.Option(help="Segmentor checkpoint (.pth; MMSeg/MMEngine format).")]
 TaskConfig = Annotated[Optional[Path], typer.Option(help="MMSeg config (.py or mmseg::path) or a cldyn YAML "
                                                          "(config, classes, num_classes, size, cfg_options).")]
 
@@ -74,56 +68,3 @@ def train(
     if not quiet:
         typer.echo(f"wrote {output} ({len(dataset)} images, {steps} steps, {len(resolved.classes)} classes, "
                    f"input {resolved.size[0]}x{resolved.size[1]})", err=True)
-
-
-def _batches(dataset, on_item) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for i in range(len(dataset)):
-        rgb, label, name = dataset[i]
-        yield rgb[None], label[None]
-        on_item(name)
-
-
-def _fmt(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.4f}"
-
-
-@app.command("eval")
-@user_errors
-def evaluate(
-    fused: Annotated[list[Path], typer.Argument(help="Folder(s) of fused images, e.g. base and compensated.")],
-    labels: Annotated[Path, typer.Option(help="Folder of class-index masks named like the images "
-                                              "(e.g. DATA/test/Label).")],
-    task_weights: TaskWeights = None,
-    task_config: TaskConfig = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON.")] = None,
-    device: Device = "auto",
-    quiet: Quiet = False,
-) -> None:
-    """Segmentation metrics (mIoU, mAcc, aAcc, per-class IoU) of a segmentor on fused images."""
-    from cldyn_plugin_mmseg.backend import load
-    from cldyn_plugin_mmseg.data import ImagesWithMasks
-
-    if json_out is not None and json_out.is_dir():
-        raise UserError(f"--json {json_out} is a folder; give a file name")
-    backend = load(TaskOptions(task_weights, task_config, resolve_device(device)))
-    datasets = [ImagesWithMasks(folder, labels, backend.num_classes) for folder in fused]
-    results = []
-    with progress(quiet) as bar:
-        for folder, dataset in zip(fused, datasets):
-            job = bar.add_task(f"segmenting {folder.name}", total=len(dataset), status="")
-            results.append(backend.evaluate(_batches(dataset, lambda name: bar.update(job, advance=1, status=name))))
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"weights": str(task_weights) if task_weights else None, "config": backend.source,
-               "size": list(backend.size), "classes": backend.classes,
-               "results": [{"images": str(folder), "count": len(ds),
-                            "metrics": {k: (None if math.isnan(v) else v) for k, v in metrics.items()}}
-                           for folder, ds, metrics in zip(fused, datasets, results)]}
-        json_out.write_text(json.dumps(doc, indent=2) + "\n")
-    table = Table(title=f"{task_weights or backend.source} on {labels}")
-    table.add_column("metric")
-    for folder, dataset in zip(fused, datasets):
-        table.add_column(f"{folder.name} ({len(dataset)})", justify="right")
-    for key in results[0]:
-        table.add_row(key, *(_fmt(r[key]) for r in results))
-    Console().print(table)

@@ -93,9 +93,11 @@ def _rgb(path: Path) -> Tensor:
 class SegmentationPairs(Dataset):
     """IR/visible pairs with masks (see the module docstring), resized to ``size`` (H, W)."""
 
-    def __init__(self, root: Path, split: str, num_classes: int, size: tuple[int, int] | None) -> None:
+    def __init__(self, root: Path, split: str, num_classes: int, size: tuple[int, int] | None,
+                 images: Path | None = None) -> None:
+        """``images``: read the visible side from this folder instead (fused images, for scoring)."""
         ir, vis, masks = find_layout(root, split)
-        self.pairs = find_pairs(ir, vis)
+        self.pairs = find_pairs(ir, images or vis)
         self.masks = masks
         self.num_classes = num_classes
         self.size = tuple(size) if size is not None else None
@@ -126,7 +128,7 @@ class SegmentationPairs(Dataset):
 class ImagesWithMasks(Dataset):
     """RGB images (fused, or visible for training) matched by name with masks, at full resolution.
 
-    Items are ``(rgb (3, H, W), mask (H, W), name)``; used by ``cldyn mmseg eval`` and ``train``.
+    Items are ``(rgb (3, H, W), mask (H, W), name)``; used by ``cldyn mmseg train``.
     """
 
     def __init__(self, images: Path, masks: Path, num_classes: int) -> None:

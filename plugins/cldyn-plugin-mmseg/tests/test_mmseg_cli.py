@@ -1,4 +1,4 @@
-"""The plugin through the cldyn CLI: listing, compensate + fuse end to end, mmseg train and mmseg eval."""
+"""The plugin through the cldyn CLI: listing, compensate + fuse + eval --task end to end, and mmseg train."""
 
 from __future__ import annotations
 
@@ -74,14 +74,14 @@ def test_compensate_fuse_and_eval_end_to_end(fresh_plugins, fmb: Path, tiny_pth:
                                     "-o", str(base), "--device", "cpu", "--quiet", *base_args])
     assert result.exit_code == 0, result.output
     report = tmp_path / "metrics.json"
-    result = runner.invoke(_app(), ["mmseg", "eval", str(base), str(fused), "--labels", str(fmb / "test" / "Label"),
-                                    "--task-weights", str(tiny_pth), "--json", str(report), "--device", "cpu",
-                                    "--quiet"])
+    result = runner.invoke(_app(), ["eval", "--task", "seg", "--data", str(fmb), "--split", "test", str(base),
+                                    str(fused), "--task-weights", str(tiny_pth), "--json", str(report), "--device",
+                                    "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
     doc = json.loads(report.read_text())
-    assert [r["count"] for r in doc["results"]] == [1, 1]
-    assert {"mIoU", "mAcc", "aAcc", "IoU.car"} <= set(doc["results"][1]["metrics"])
-    assert "mIoU" in result.stdout and "base (1)" in result.stdout and "fused (1)" in result.stdout
+    assert [r["images"] for r in doc["methods"].values()] == [1, 1] and list(doc["methods"]) == ["base", "fused"]
+    assert {"mIoU", "mAcc", "aAcc", "IoU.car"} <= set(doc["methods"]["fused"]["metrics"])
+    assert "mIoU" in result.stdout
 
 
 def test_mmseg_train_writes_a_loadable_checkpoint(fresh_plugins, fmb: Path, tiny_yaml: Path, tmp_path: Path) -> None:
@@ -102,8 +102,8 @@ def test_cli_user_errors(fresh_plugins, fmb: Path, tmp_path: Path, base_args: li
                                     "-o", str(tmp_path / "rsc.safetensors"), *base_args])
     assert result.exit_code == 2
     assert "gone.pth do not exist" in result.output and "Traceback" not in result.output
-    result = runner.invoke(_app(), ["mmseg", "eval", str(tmp_path), "--labels", str(tmp_path / "nolabels"),
+    result = runner.invoke(_app(), ["eval", "--task", "seg", "--data", str(tmp_path / "nodata"), str(tmp_path),
                                     "--task-weights", str(tiny_pth), "--device", "cpu", "--quiet"])
-    assert result.exit_code == 2 and "nolabels does not exist" in result.output
+    assert result.exit_code == 2 and "nodata does not exist" in result.output
     result = runner.invoke(_app(), ["mmseg", "train", str(fmb), "-o", str(tmp_path / "x.onnx"), "--quiet"])
     assert result.exit_code == 2 and "must end in .pth" in result.output

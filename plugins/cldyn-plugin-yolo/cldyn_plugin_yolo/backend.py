@@ -76,6 +76,11 @@ class YoloBackend(TaskBackend):
     def collate(self, samples: list[Sample]) -> Batch:
         return data.collate(samples)
 
+    def fused_dataset(self, fused: Path, root: Path, split: str) -> data.DetectionDataset:
+        """Fused images letterboxed exactly like the split's visible images, with its labels."""
+        return data.DetectionDataset(Path(root), split, len(self.names), self.imgsz, self.stride, self.rect,
+                                     images=Path(fused))
+
     @torch.no_grad()
     def evaluate(self, fused_batches: Iterable[tuple[Tensor, Any]]) -> dict[str, float]:
         scorer = DetectionScorer(self.names, self.detector.conf, self.detector.iou, self.detector.max_det,

@@ -1,29 +1,23 @@
-"""`cldyn yolo ...`: train a detector with Ultralytics' own trainer, offline; score fused images.
+"""`cldyn yolo train`: train a detector with Ultralytics' own trainer, offline.
 
-- ``cldyn yolo train DATA.yaml -o best.pt``: ``YOLO(model).train(...)`` with plots, AMP checks and
-  everything that could reach the network switched off, runs under ``$CLDYN_YOLO_DIR/runs/train``.
-- ``cldyn yolo eval FUSED --labels DIR --task-weights best.pt``: mAP@0.5, mAP@0.5:0.95 and per-class
-  AP of a detector on a folder of fused images (any detector: the one the compensation was trained
-  with, or another one for the cross-detector check).
+``cldyn yolo train DATA.yaml -o best.pt`` runs ``YOLO(model).train(...)`` with plots, AMP checks and
+everything that could reach the network switched off, under ``$CLDYN_YOLO_DIR/runs/train``.
+Fused images are scored by ``cldyn eval --task det`` (mAP@0.5, mAP@0.5:0.95, per-class AP).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import shutil
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import torch
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from cldyn_cli.plugin_api import (Device, Quiet, TaskOptions, UserError, atomic_path, progress, resolve_device,
-                                  user_errors)
+from cldyn_cli.plugin_api import Device, Quiet, UserError, atomic_path, resolve_device, user_errors
 
-app = typer.Typer(help="Ultralytics YOLO tools of the det task: train a detector offline, score fused images.",
+app = typer.Typer(help="Ultralytics YOLO tools of the det task: train a detector offline (score fused images "
+                       "with `cldyn eval --task det`).",
                   no_args_is_help=True)
 
 
@@ -121,69 +115,3 @@ def train(
     _copy_atomic(best, output)
     if not quiet:
         typer.echo(f"wrote {output} (from {best})", err=True)
-
-
-def _batches(dataset, batch_size: int, on_batch) -> Iterator[tuple[torch.Tensor, dict]]:
-    from cldyn_plugin_yolo.data import collate_images
-
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        yield collate_images(items)
-        on_batch(len(items), items[-1][2])
-
-
-def _fmt(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.4f}"
-
-
-@app.command("eval")
-@user_errors
-def evaluate(
-    fused: Annotated[list[Path], typer.Argument(help="Folder(s) of fused images (e.g. from `cldyn fuse`); several "
-                                                "folders are compared side by side.")],
-    labels: Annotated[Path, typer.Option(help="Folder of YOLO .txt labels named like the images "
-                                         "(e.g. DATA/labels/test).")],
-    task_weights: Annotated[Optional[Path], typer.Option(help="Detector: Ultralytics .pt (or a model .yaml).")] = None,
-    task_config: Annotated[Optional[Path], typer.Option(help="YAML with nc/names, imgsz, rect, conf, iou, max_det.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 8,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON.")] = None,
-    device: Device = "auto",
-    quiet: Quiet = False,
-) -> None:
-    """Detection metrics (mAP@0.5, mAP@0.5:0.95, per-class AP) of one detector on folders of fused images.
-
-    Any detector can score any fusion: the one a compensation was trained with, or another one
-    (the cross-detector check).
-    """
-    from cldyn_plugin_yolo.backend import load
-    from cldyn_plugin_yolo.data import FusedImages
-
-    if json_out is not None and json_out.is_dir():
-        raise UserError(f"--json {json_out} is a folder; give a file name")
-    backend = load(TaskOptions(task_weights, task_config, resolve_device(device)))
-    sets = [FusedImages(folder, labels, len(backend.names), backend.imgsz, backend.stride, backend.rect)
-            for folder in fused]
-    keys = [str(folder) for folder in fused]
-    if len(set(keys)) != len(keys):
-        raise UserError("the same fused folder is given twice")
-    results: dict[str, dict[str, float]] = {}
-    with progress(quiet) as bar:
-        job = bar.add_task("detecting", total=sum(len(s) for s in sets), status="")
-        for key, dataset in zip(keys, sets):
-            results[key] = backend.evaluate(_batches(dataset, batch_size,
-                                                     lambda n, name: bar.update(job, advance=n, status=name)))
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"weights": backend.detector.source, "imgsz": backend.imgsz, "labels": str(labels),
-               "results": {key: {"images": len(dataset),
-                                 "metrics": {k: (None if math.isnan(v) else v) for k, v in results[key].items()}}
-                           for key, dataset in zip(keys, sets)}}
-        json_out.write_text(json.dumps(doc, indent=2) + "\n")
-    table = Table(title=f"{backend.detector.source}: detection on fused images (labels {labels})")
-    table.add_column("metric")
-    for key, dataset in zip(keys, sets):
-        table.add_column(f"{key}\n({len(dataset)} images)", justify="right")
-    metric_names = list(dict.fromkeys(k for r in results.values() for k in r))
-    for name in metric_names:
-        table.add_row(name, *(_fmt(results[key].get(name, math.nan)) for key in keys))
-    Console().print(table)

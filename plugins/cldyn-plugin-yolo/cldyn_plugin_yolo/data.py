@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from cldyn_cli.plugin_api import Batch, Sample, UserError, find_pairs, is_image, read_image, read_infrared
+from cldyn_cli.plugin_api import Batch, Sample, UserError, find_pairs, read_image, read_infrared
 
 PAD_VALUE = 114 / 255  # Ultralytics' letterbox grey
 SPLIT_NAMES = ("train", "val", "test")
@@ -162,9 +162,10 @@ class DetectionDataset(Dataset):
     ``target`` is an (N, 5) tensor ``class cx cy w h`` normalised to the letterboxed image."""
 
     def __init__(self, root: Path, split: str, num_classes: int, imgsz: int, stride: int = 32,
-                 rect: bool = False) -> None:
+                 rect: bool = False, images: Path | None = None) -> None:
+        """``images``: read the visible side from this folder instead (fused images, for scoring)."""
         ir, vis, labels = find_layout(Path(root), split)
-        self.pairs = find_pairs(ir, vis)
+        self.pairs = find_pairs(ir, images or vis)
         self.imgsz, self.stride, self.rect = imgsz, stride, rect
         # Labels are small: read them all now, so a bad file stops the run before training starts.
         self.labels = [read_labels(labels / f"{pair.name}.txt", num_classes) for pair in self.pairs]
@@ -215,41 +216,3 @@ def collate(samples: list[Sample]) -> Batch:
                  vis=torch.stack([pad_to(s.vis, height, width) for s in samples]),
                  targets=batch_targets([s.target for s in samples], sizes, height, width),  # type: ignore[arg-type]
                  names=[s.name for s in samples])
-
-
-class FusedImages(Dataset):
-    """Fused images (any folder, sub-folders included) with the YOLO labels of the same relative name,
-    letterboxed like :class:`DetectionDataset`; items are (image (3, H, W), target (N, 5), name)."""
-
-    def __init__(self, images: Path, labels: Path, num_classes: int, imgsz: int, stride: int = 32,
-                 rect: bool = False) -> None:
-        if not images.is_dir():
-            raise UserError(f"fused image folder {images} does not exist; check the path")
-        if not labels.is_dir():
-            raise UserError(f"label folder {labels} does not exist; check --labels")
-        self.files = sorted(p for p in images.rglob("*") if p.is_file() and is_image(p) and not p.name.startswith("."))
-        if not self.files:
-            raise UserError(f"no images in {images}")
-        self.names = [p.relative_to(images).with_suffix("").as_posix() for p in self.files]
-        self.labels = [read_labels(labels / f"{name}.txt", num_classes) for name in self.names]
-        self.imgsz, self.stride, self.rect = imgsz, stride, rect
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, str]:
-        image = _chw(read_image(self.files[index]))
-        image = image.expand(3, -1, -1) if image.shape[0] == 1 else image
-        geometry = letterbox_geometry(*image.shape[-2:], self.imgsz, self.stride, self.rect)
-        target = torch.from_numpy(self.labels[index].copy())
-        target[:, 1:] = letterbox_boxes(target[:, 1:], geometry)
-        return letterbox(image, geometry).contiguous(), target, self.names[index]
-
-
-def collate_images(items: list[tuple[Tensor, Tensor, str]]) -> tuple[Tensor, dict[str, Tensor]]:
-    """(fused batch, Ultralytics targets) from :class:`FusedImages` items."""
-    height = max(image.shape[-2] for image, _, _ in items)
-    width = max(image.shape[-1] for image, _, _ in items)
-    sizes = [tuple(image.shape[-2:]) for image, _, _ in items]
-    images = torch.stack([pad_to(image, height, width) for image, _, _ in items])
-    return images, batch_targets([t for _, t, _ in items], sizes, height, width)  # type: ignore[arg-type]

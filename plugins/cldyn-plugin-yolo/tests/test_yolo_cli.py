@@ -1,4 +1,4 @@
-"""The plugin through the cldyn CLI: listing, compensate + fuse end to end, yolo eval and yolo train."""
+"""The plugin through the cldyn CLI: listing, compensate + fuse + eval --task end to end, and yolo train."""
 
 from __future__ import annotations
 
@@ -77,14 +77,13 @@ def test_compensate_fuse_and_eval_end_to_end(fresh_plugins, m3fd: Path, tiny_pt:
                                     str(base_fused), "--device", "cpu", "--quiet", *base_args])
     assert result.exit_code == 0, result.output
     report = tmp_path / "metrics.json"
-    result = runner.invoke(_app(), ["yolo", "eval", str(base_fused), str(fused), "--labels",
-                                    str(m3fd / "labels" / "test"), "--task-weights", str(tiny_pt),
-                                    "--task-config", str(task_config), "--json", str(report), "--device", "cpu",
-                                    "--quiet"])
+    result = runner.invoke(_app(), ["eval", "--task", "det", "--data", str(m3fd), "--split", "test", str(base_fused),
+                                    str(fused), "--task-weights", str(tiny_pt), "--task-config", str(task_config),
+                                    "--json", str(report), "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
     doc = json.loads(report.read_text())
-    assert list(doc["results"]) == [str(base_fused), str(fused)] and doc["imgsz"] == 64
-    for entry in doc["results"].values():
+    assert doc["task"] == "det" and list(doc["methods"]) == ["base", "fused"]
+    for entry in doc["methods"].values():
         assert entry["images"] == 1 and {"mAP50", "mAP50-95"} <= set(entry["metrics"])
     assert "mAP50" in result.stdout
 
@@ -95,9 +94,9 @@ def test_cli_user_errors(fresh_plugins, m3fd: Path, tmp_path: Path, base_args: l
                                     "-o", str(tmp_path / "rsc.safetensors"), *base_args])
     assert result.exit_code == 2
     assert "gone.pt do not exist" in result.output and "Traceback" not in result.output
-    result = runner.invoke(_app(), ["yolo", "eval", str(tmp_path), "--labels", str(tmp_path / "nolabels"),
+    result = runner.invoke(_app(), ["eval", "--task", "det", "--data", str(tmp_path / "nodata"), str(tmp_path),
                                     "--task-weights", str(TINY_YAML), "--device", "cpu", "--quiet"])
-    assert result.exit_code == 2 and "nolabels does not exist" in result.output
+    assert result.exit_code == 2 and "nodata" in result.output and "Traceback" not in result.output
     data = tmp_path / "data.yaml"
     data.write_text("path: /nowhere\ntrain: images\nval: images\nnames: [a]\n")
     for setting, message in (("foo=1", "not an Ultralytics training argument"), ("epochs=3", "use the --epochs"),
