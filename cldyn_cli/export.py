@@ -6,6 +6,7 @@ and size) and returns the fused RGB image, so deployments need no cldyn code aro
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -34,6 +35,8 @@ class FusionGraph(nn.Module):
 
 def export_onnx(base: VFN, path: Path, opset: int = DEFAULT_OPSET) -> None:
     """Write ``base`` (with colour handling) as an ONNX graph with dynamic batch, height and width."""
+    if importlib.util.find_spec("onnx") is None:
+        raise UserError("exporting needs the onnx package: pip install 'cldyn[export]'")
     graph = FusionGraph(base).eval()
     example = (torch.rand(1, 1, 64, 80), torch.rand(1, 3, 64, 80))
     axes = {0: "batch", 2: "height", 3: "width"}

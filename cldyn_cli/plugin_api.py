@@ -16,8 +16,8 @@ explains each group; signatures are in each name's docstring (``help(plugin_api.
 - Checkpoints and resumable training: ``atomic_save``, ``load_checkpoint``, ``read_metadata``,
   ``metadata_json``, ``train_state_path``, ``existing_train_state``, ``resumed_step``,
   ``TrainState``, ``batch_indices``, ``plugin_versions``.
-- Synthetic test data: ``write_dataset`` (pairs, M3FD, FMB and VT5000 layouts), ``DET_CLASSES``,
-  ``SEG_CLASSES``.
+- Tests: ``use_plugin`` (register a plugin in-process for a ``with`` block), ``write_dataset``
+  (synthetic scenes in the pairs, M3FD, FMB and VT5000 layouts), ``DET_CLASSES``, ``SEG_CLASSES``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from cldyn_cli.fusion import task_rgb
 from cldyn_cli.models.loading import load_vfn
 from cldyn_cli.models.vfn import VFN
 from cldyn_cli.outputs import all_or_nothing, atomic_path, check_new_files
-from cldyn_cli.plugins import plugin_versions
+from cldyn_cli.plugins import plugin_versions, use_plugin
 from cldyn_cli.tasks import Batch, FeatureTap, Sample, TaskBackend, TaskOptions, TaskSpec, find_module, freeze
 from cldyn_cli.training.base import batch_indices
 from cldyn_cli.training.state import TrainState
@@ -50,6 +50,6 @@ __all__ = [
     "UserError", "user_errors", "progress", "resolve_device", "Device", "Quiet", "Seed", "Overwrite",
     "atomic_path", "all_or_nothing", "check_new_files", "read_yaml", "build_config",
     "atomic_save", "load_checkpoint", "read_metadata", "metadata_json", "train_state_path", "existing_train_state",
-    "resumed_step", "TrainState", "batch_indices", "plugin_versions",
+    "resumed_step", "TrainState", "batch_indices", "plugin_versions", "use_plugin",
     "write_dataset", "DET_CLASSES", "SEG_CLASSES",
 ]

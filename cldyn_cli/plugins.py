@@ -20,8 +20,9 @@ import importlib
 import importlib.metadata
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import pluggy
 
@@ -233,6 +234,24 @@ def manager() -> pluggy.PluginManager:
 def list_plugins(include_hidden: bool | None = None) -> list[PluginInfo]:
     """See :meth:`PluginRegistry.list_plugins`."""
     return registry().list_plugins(include_hidden)
+
+
+@contextmanager
+def use_plugin(plugin: object, name: str) -> Iterator[None]:
+    """Register ``plugin`` in-process for the duration of a ``with`` block (tests, notebooks).
+
+    An installed plugin of the same name (e.g. the very package under test, after ``pip install``)
+    is set aside for the block and put back after it, so tests pass whether or not it is installed.
+    """
+    pm = manager()
+    previous = pm.unregister(name=name) if pm.has_plugin(name) else None
+    pm.register(plugin, name=name)
+    try:
+        yield
+    finally:
+        pm.unregister(name=name)
+        if previous is not None:
+            pm.register(previous, name=name)
 
 
 def plugin_versions() -> dict[str, str]:

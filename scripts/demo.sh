@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/python -m pip install --quiet -e .
+.venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e .
 cldyn=.venv/bin/cldyn
 $cldyn synth demo-out/scenes --n 6 --size 640x480 --seed 2026 --layout pairs --quiet
 $cldyn fuse demo-out/scenes/ir demo-out/scenes/vis -o demo-out/fused --overwrite

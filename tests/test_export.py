@@ -35,3 +35,13 @@ def test_export_refuses_a_folder_and_a_foreign_checkpoint(tmp_path: Path) -> Non
     (tmp_path / "x.safetensors").write_bytes(b"junk")
     result = runner.invoke(app, ["export", "-o", str(tmp_path / "m.onnx"), "--base", str(tmp_path / "x.safetensors")])
     assert result.exit_code == 2 and not (tmp_path / "m.onnx").exists()
+
+
+def test_missing_onnx_is_one_line(tmp_path, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed
+    result = runner.invoke(app, ["export", "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        "error: exporting needs the onnx package: pip install 'cldyn[export]'"]
+    assert not (tmp_path / "m.onnx").exists()

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from cldyn_cli import __version__, hookimpl, hookspecs, plugins
 from cldyn_cli.cli import plugins as plugins_cli
 from cldyn_cli.errors import UserError
-from cldyn_cli.tasks import TaskOptions
+from cldyn_cli.tasks import TaskOptions, TaskSpec
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "plugin_example"
@@ -250,6 +250,12 @@ def test_plugin_commands_join_the_cli_and_a_broken_one_is_skipped(capsys):
         @hookimpl
         def register_commands(self, cli):
             cli.command("hello")(lambda: typer.echo("hello from a plugin"))
+            group = typer.Typer()
+            group.command("fails")(fails)
+            cli.add_typer(group, name="group")
+
+    def fails() -> None:
+        raise UserError("the plugin's input is wrong; fix it")
 
     class Breaks:
         @hookimpl
@@ -264,6 +270,8 @@ def test_plugin_commands_join_the_cli_and_a_broken_one_is_skipped(capsys):
         plugins_cli.register_plugin_commands(app)
         assert CliRunner().invoke(app, ["hello"]).output == "hello from a plugin\n"
         assert "plugin 'breaks'" in capsys.readouterr().err
+        result = CliRunner().invoke(app, ["group", "fails"])  # no user_errors wrapper needed in plugins
+        assert result.exit_code == 2 and result.output == "error: the plugin's input is wrong; fix it\n"
     finally:
         manager.unregister(name="adds")
         manager.unregister(name="breaks")
@@ -294,11 +302,9 @@ def test_example_plugin_runs(tmp_path, monkeypatch):
     import cldyn_plugin_example
 
     write_dataset(tmp_path / "vt", n=3, width=32, height=32, seed=0, layout="vt5000")
-    manager = plugins.manager()
-    manager.register(cldyn_plugin_example, name="example")
-    try:
+    with plugins.use_plugin(cldyn_plugin_example, "example"):
         backend = plugins.get_task("example").load(TaskOptions())
-        data = backend.dataset(tmp_path / "vt", "Train")
+        data = backend.dataset(tmp_path / "vt", "train")  # the core passes lower-case split names
         batch = backend.collate([data[0], data[1]])
         assert batch.vis.shape == (2, 3, 32, 32) and batch.targets.shape == (2, 1, 32, 32)
         fused = batch.vis.clone().requires_grad_()
@@ -309,7 +315,26 @@ def test_example_plugin_runs(tmp_path, monkeypatch):
         app = cli_app()
         plugins_cli.register_plugin_commands(app)
         assert "taps 'encoder'" in CliRunner().invoke(app, ["example", "info"]).output
-    finally:
-        manager.unregister(name="example")
-        sys.modules.pop("cldyn_plugin_example", None)
+    sys.modules.pop("cldyn_plugin_example", None)
 
+
+
+def test_use_plugin_sets_an_installed_copy_aside_and_restores_it():
+    class Installed:
+        @hookimpl
+        def register_tasks(self, register):
+            register(TaskSpec(name="copy", description="installed", load=lambda options: None))
+
+    class UnderTest:
+        @hookimpl
+        def register_tasks(self, register):
+            register(TaskSpec(name="copy", description="in-process", load=lambda options: None))
+
+    manager = plugins.manager()
+    manager.register(Installed(), name="copy")
+    try:
+        with plugins.use_plugin(UnderTest(), "copy"):  # no "already registered" error
+            assert plugins.get_task("copy").description == "in-process"
+        assert plugins.get_task("copy").description == "installed"
+    finally:
+        manager.unregister(name="copy")

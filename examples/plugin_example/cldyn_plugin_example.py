@@ -16,11 +16,8 @@ import typer
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from cldyn_cli import hookimpl
-from cldyn_cli.data.images import read_image, read_infrared
-from cldyn_cli.data.pairs import find_pairs
-from cldyn_cli.errors import UserError
-from cldyn_cli.tasks import Batch, FeatureTap, Sample, TaskBackend, TaskOptions, TaskSpec, find_module, freeze
+from cldyn_cli.plugin_api import (Batch, FeatureTap, Sample, TaskBackend, TaskOptions, TaskSpec, UserError, find_module,
+                                  find_pairs, freeze, hookimpl, read_image, read_infrared)
 
 
 class TinySaliencyNet(nn.Module):
@@ -35,12 +32,21 @@ class TinySaliencyNet(nn.Module):
         return self.head(self.encoder(rgb))
 
 
+def split_folder(root: Path, split: str) -> Path:
+    """VT5000 writes Train/ and Test/; cldyn passes "train" (compensate) or --split (eval): match any case."""
+    found = [d for d in root.iterdir() if d.is_dir() and d.name.lower() == split.lower()] if root.is_dir() else []
+    if not found:
+        raise UserError(f"no split {split!r} in {root}; expected {root / split.capitalize()}/T, RGB and GT")
+    return found[0]
+
+
 class SaliencyData(torch.utils.data.Dataset):
     """VT5000: thermal in T/, colour in RGB/, binary ground truth in GT/ (255 = salient)."""
 
     def __init__(self, root: Path, split: str) -> None:
-        self.pairs = find_pairs(root / split / "T", root / split / "RGB")
-        self.gt = root / split / "GT"
+        folder = split_folder(root, split)
+        self.pairs = find_pairs(folder / "T", folder / "RGB")
+        self.gt = folder / "GT"
 
     def __len__(self) -> int:
         return len(self.pairs)
