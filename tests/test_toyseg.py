@@ -116,3 +116,15 @@ def test_load_errors(tmp_path):
     config.write_text("classes: 3\n")
     with pytest.raises(UserError, match="unknown key"):
         load(config=config)
+
+
+def test_module_main_writes_weights_the_task_loads(tmp_path: Path) -> None:
+    from cldyn_cli.builtin_tasks.toyseg import load_toyseg, main
+    from cldyn_cli.data.synth import write_dataset
+    from cldyn_cli.tasks import TaskOptions
+
+    write_dataset(tmp_path / "fmb", n=6, width=32, height=32, seed=0, layout="fmb")
+    main([str(tmp_path / "fmb"), str(tmp_path / "seg.safetensors"), "2"])
+    assert load_toyseg(TaskOptions(weights=tmp_path / "seg.safetensors")).num_classes == 7
+    with pytest.raises(SystemExit, match="usage"):
+        main([])

@@ -222,3 +222,20 @@ def train_toyseg(root: Path, steps: int = 100, seed: int = 0, *, num_classes: in
 def register_tasks(register: Callable[[TaskSpec], None]) -> None:
     register(TaskSpec(name="toyseg", description="Tiny CNN segmenter on the FMB layout (reference task for tests)",
                       load=load_toyseg, hidden=True))
+
+
+def main(argv: list[str]) -> None:
+    """``python -m cldyn_cli.builtin_tasks.toyseg FMB_ROOT OUT.safetensors [STEPS]``: weights for demos."""
+    from cldyn_cli.data.synth import CLASSES
+
+    if len(argv) not in (2, 3):
+        raise SystemExit("usage: python -m cldyn_cli.builtin_tasks.toyseg FMB_ROOT OUT.safetensors [STEPS]")
+    config = ToySegConfig(num_classes=len(CLASSES))
+    steps = int(argv[2]) if len(argv) == 3 else 200
+    save_toyseg(train_toyseg(Path(argv[0]), steps, num_classes=config.num_classes), Path(argv[1]), config)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
