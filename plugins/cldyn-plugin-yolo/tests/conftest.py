@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 
 torch.set_num_threads(1)  # tiny ops are fastest single-threaded (and the CI machine has 2 cores)
 
+from cldyn_cli.testing import NetworkUsed
 from yolo_testdata import NAMES, TINY_YAML
 
 _home: str | None = None
@@ -35,25 +35,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(_home, ignore_errors=True)
 
 
-class NetworkUsed(OSError):
-    pass
-
-
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch):
-    """Every test runs with the network cut off; any attempt fails at once (no hang) and fails the test."""
-    attempts: list[str] = []
-
-    def refuse(what: str):
-        def blocked(*args, **kwargs):
-            attempts.append(f"{what}{args[:2]}")
-            raise NetworkUsed(f"network access in a test: {what}{args[:2]}")
-        return blocked
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
-    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
-    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse("connect_ex"))
+def offline(no_network: list[str], monkeypatch: pytest.MonkeyPatch):
+    """Every test runs with the network cut off (cldyn's ``no_network``) and Ultralytics' downloads
+    refused; font checks are recorded, so a test can see that they stayed local."""
     downloads: list[str] = []
     import cldyn_plugin_yolo._env as env
 
@@ -77,8 +62,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch):
     import ultralytics.data.utils as data_utils  # imports check_font by name
 
     monkeypatch.setattr(data_utils, "check_font", watched_check_font)
-    yield {"attempts": attempts, "downloads": downloads, "fonts": fonts}
-    assert not attempts, f"network was used: {attempts}"
+    yield {"attempts": no_network, "downloads": downloads, "fonts": fonts}
     assert not downloads, f"a download was attempted: {downloads}"
 
 

@@ -108,7 +108,7 @@ def test_cli_user_errors(fresh_plugins, m3fd: Path, tmp_path: Path, base_args: l
     assert result.exit_code == 2 and "training failed" in result.output and "Traceback" not in result.output
 
 
-def test_yolo_train_offline(fresh_plugins, m3fd: Path, tmp_path: Path, no_network) -> None:
+def test_yolo_train_offline(fresh_plugins, m3fd: Path, tmp_path: Path, offline) -> None:
     """Ultralytics' own trainer, one epoch on four 64x64 images, without touching the network."""
     import shutil
 
@@ -124,7 +124,7 @@ def test_yolo_train_offline(fresh_plugins, m3fd: Path, tmp_path: Path, no_networ
     assert result.exit_code == 0, result.output
     assert out.is_file()
     # The font Ultralytics' dataset check asks for was found locally, so nothing was downloaded.
-    assert no_network["fonts"] and not no_network["downloads"]
+    assert offline["fonts"] and not offline["downloads"]
     from cldyn_cli.tasks import TaskOptions
     from cldyn_plugin_yolo.backend import load
 
