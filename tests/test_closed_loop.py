@@ -96,7 +96,7 @@ def test_too_many_blocks_for_the_base_is_a_user_error(world, tmp_path: Path) -> 
     save_vfn(VFN(VFNConfig(blocks=2)), tmp_path / "b2.safetensors", {})
     cfg = config(world, steps=1, rsc_blocks=2)
     base, _ = load_vfn(tmp_path / "b2.safetensors")
-    with pytest.raises(Exception, match="K <= L-1"):
+    with pytest.raises(UserError, match=r"K <= L-1.*; lower --rsc-blocks"):
         train_compensation(base, load_tasks(cfg.tasks, torch.device("cpu")), tmp_path / "x.safetensors", cfg,
                            torch.device("cpu"))
 

@@ -37,13 +37,17 @@ def test_sobel_of_a_step_edge() -> None:
     assert s[0, 0, 0].tolist() == [0.0, 0.0, 4.0, 6.0, 6.0]  # top row: 3 across + 3 down (zero padding above)
 
 
-def test_loss_is_zero_when_fused_is_the_elementwise_max() -> None:
+def test_loss_is_zero_only_when_both_terms_are_met() -> None:
     ir, vis = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
     ir[..., :4] = 0.8
     vis[..., 2:6, :] = 0.5
     fused = torch.maximum(ir, vis)
-    assert float(fusion_loss(fused, ir, vis)) > 0  # max of the images is not max of the gradients
-    assert float(fusion_loss(ir, ir, ir)) == 0.0
+    # The intensity term vanishes for the element-wise maximum, but its texture is not the larger
+    # of the two textures (where the sources' edges cross), so only the texture term remains.
+    texture = (sobel_magnitude(fused) - torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis))).abs().mean()
+    assert float(texture) > 0
+    assert abs(float(fusion_loss(fused, ir, vis)) - float(texture)) < 1e-6
+    assert float(fusion_loss(ir, ir, ir)) == 0.0  # identical sources: fusing into either is perfect
 
 
 def test_loss_of_a_constant_against_black_sources() -> None:

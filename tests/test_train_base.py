@@ -16,7 +16,10 @@ CFG = TrainBaseConfig(crop=32, batch_size=2, lr=1e-3, steps=6, blocks=1, seed=3,
 def test_batches_are_a_permutation_per_epoch() -> None:
     seen = batch_indices(5, 2, 0, 0) + batch_indices(5, 2, 0, 1) + batch_indices(5, 2, 0, 2)
     assert sorted(seen) == [0, 1, 2, 3, 4]
-    assert batch_indices(5, 2, 0, 3) == batch_indices(5, 2, 0, 3)
+    # Epoch 1 (steps 3-5) is the permutation seeded with seed * 1_000_003 + epoch, cut into batches.
+    epoch1 = torch.randperm(5, generator=torch.Generator().manual_seed(1)).tolist()
+    assert batch_indices(5, 2, 0, 3) + batch_indices(5, 2, 0, 4) + batch_indices(5, 2, 0, 5) == epoch1
+    assert [batch_indices(5, 2, seed, 0) for seed in (0, 1, 2)] != [batch_indices(5, 2, 0, 0)] * 3
 
 
 def test_killed_run_resumes_to_identical_weights(pair_dirs, tmp_path: Path) -> None:
