@@ -61,8 +61,9 @@ def compensate(
                                                       show_default=default_of(CompensateConfig, "batch_size"))] = None,
     lr: Annotated[Optional[float], typer.Option(min=0.0, help="Adam learning rate.",
                                                 show_default=default_of(CompensateConfig, "lr"))] = None,
-    delta: Annotated[Optional[float], typer.Option(min=0.0, help="Penalty weight for doing worse than the base "
-                                                   "image.", show_default=default_of(CompensateConfig, "delta"))] = None,
+    delta: Annotated[Optional[float], typer.Option(
+        min=0.0, help="Penalty weight for doing worse than the base image.",
+        show_default=default_of(CompensateConfig, "delta"))] = None,
     cagrad_lambda: Annotated[Optional[float], typer.Option(
         min=0.0, help="CAGrad lambda for combining task gradients.",
         show_default=default_of(CompensateConfig, "cagrad_lambda"))] = None,

@@ -286,6 +286,36 @@ def _object(cls: int, rng: np.random.Generator, u: np.ndarray, v: np.ndarray, as
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Street:
+    """The scene being painted: geometry, the background material map and the image layers.
+
+    The painting stages below fill it in a fixed order; every random draw happens in that order,
+    so one generator state always gives one scene.
+    """
+
+    h: int
+    w: int
+    cond: str
+    lights_on: bool
+    yy: np.ndarray  # (H, 1) pixel-centre rows
+    xx: np.ndarray  # (1, W) pixel-centre columns
+    horizon: float
+    vx: float  # vanishing point's column
+    t: np.ndarray  # (H, 1): 0 at the horizon, 1 at the bottom row
+    road_w: float = 0.0
+    half: np.ndarray | None = None  # the road's half width per row
+    dx: np.ndarray | None = None  # distance from the vanishing column
+    road: np.ndarray | None = None
+    mat: np.ndarray | None = None  # 0 sky, 1 trees, 2 grass, 3 road, 4.. buildings
+    albedo: np.ndarray | None = None
+    ir: np.ndarray | None = None
+    emit: np.ndarray | None = None
+    depth: np.ndarray | None = None
+    coarse: np.ndarray | None = None
+    s: np.ndarray | None = None  # (H, 1) sky gradient
+
+
 def make_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
     """One street scene whose every random choice comes from `rng` (same state, same scene)."""
     h, w = int(height), int(width)
@@ -300,10 +330,28 @@ def make_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
     xx = np.arange(w, dtype=F32)[None, :] + 0.5
     horizon = h * rng.uniform(0.3, 0.5)
     vx = w * rng.uniform(0.3, 0.7)
-    t = np.clip((yy - horizon) / (h - horizon), 0.0, 1.0)  # 0 at the horizon, 1 at the bottom row
-    ground = yy >= horizon
+    t = np.clip((yy - horizon) / (h - horizon), 0.0, 1.0)
+    street = _Street(h, w, cond, lights_on, yy, xx, horizon, vx, t)
+    windows = _background(street, rng, sky_top, sky_hor, ir_sun)
+    _windows(street, rng, windows)
+    _road_markings(street, rng)
+    _traffic_signs(street, rng)
+    for _ in range(rng.integers(0, 4)):  # IR-only warm spots: vents, manholes, sun-warmed patches
+        _add_blob(street.ir, rng.uniform(horizon * 0.85, h), rng.uniform(0, w), w * rng.uniform(0.005, 0.03),
+                  rng.uniform(0.1, 0.2))
+    light_map = np.full((h, w), ambient, F32)
+    inst, boxes_px = _draw_objects(street, rng, _place_objects(street, rng), light_map)
+    vis, ir = _camera_images(street, rng, light_map, tint, sky_hor, vis_sigma)
+    mask, boxes = _labels(inst, boxes_px, h, w)
+    saliency = np.where(mask > 0, np.uint8(255), np.uint8(0))
+    return Scene(ir=ir, vis=vis, mask=mask, boxes=boxes, saliency=saliency, condition=cond)
 
-    # Background as a material map (0 sky, 1 trees, 2 grass, 3 road, 4.. buildings), shaded in one go.
+
+def _background(st: _Street, rng: np.random.Generator, sky_top, sky_hor, ir_sun: float) -> list:
+    """Sky, trees, grass, road and buildings as a material map, shaded in one go; returns the
+    buildings' window grids (rows, cols, spacing y, spacing x), drawn after shading."""
+    h, w, yy, xx, horizon, t = st.h, st.w, st.yy, st.xx, st.horizon, st.t
+    ground = yy >= horizon
     mat = np.zeros((h, w), np.uint8)
     cols = [np.zeros(3, F32), np.array([0.12, 0.26, 0.1], F32),
             _colour(rng, np.array([[0.2, 0.35, 0.12], [0.4, 0.35, 0.22], [0.3, 0.32, 0.2]], F32)),
@@ -314,7 +362,7 @@ def make_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
 
     tree_h = (np.clip(_smooth_noise(rng, 1, w, 10)[0] * 0.6 + 0.4, 0, 1) * h * rng.uniform(0.03, 0.16))[None, :]
     mat[(yy < horizon) & (yy > horizon - tree_h)] = 1
-    windows = []  # (rows, cols, spacing y, spacing x): visible-only detail drawn after shading
+    windows = []
     for _ in range(rng.integers(0, 5)):
         bw, bx0, bh = w * rng.uniform(0.08, 0.3), rng.uniform(-0.1, 1.0) * w, horizon * rng.uniform(0.2, 0.8)
         rows = slice(max(0, int(horizon - bh)), int(np.ceil(horizon)))
@@ -327,54 +375,65 @@ def make_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
         if cl.start < cl.stop and rows.start < rows.stop:
             mat[rows, cl] = len(cols) - 1
             windows.append((rows, cl, sy, sx))
-    road_w = w * rng.uniform(0.3, 0.6)
-    half = road_w * t + 0.5
-    dx = np.abs(xx - vx)
-    road = ground & (dx < half)
+    st.road_w = w * rng.uniform(0.3, 0.6)
+    st.half = st.road_w * t + 0.5
+    st.dx = np.abs(xx - st.vx)
+    st.road = ground & (st.dx < st.half)
     mat[int(np.ceil(horizon - 0.5)):] = 2
-    mat[road] = 3
+    mat[st.road] = 3
 
     tex = 0.5 * _noise(rng, (h, w)) + _smooth_noise(rng, h, w, max(8.0, max(h, w) / 12))
-    coarse = _smooth_noise(rng, h, w, 6)
+    st.coarse = _smooth_noise(rng, h, w, 6)
     cols_a, texs_a = np.stack(cols).astype(F32), np.asarray(texs, F32)
-    albedo = np.take(cols_a, mat, axis=0) * (1 + np.take(texs_a, mat) * tex)[..., None]
+    st.albedo = np.take(cols_a, mat, axis=0) * (1 + np.take(texs_a, mat) * tex)[..., None]
     sky = mat == 0
-    s = np.clip(yy / max(horizon, 1.0), 0.0, 1.0)
-    sky_ir = rng.uniform(0.04, 0.14) + 0.05 * s
-    ir = np.where(sky, sky_ir, np.take(np.asarray(temps, F32), mat) + ir_sun) + 0.03 * coarse
+    st.s = np.clip(yy / max(horizon, 1.0), 0.0, 1.0)
+    sky_ir = rng.uniform(0.04, 0.14) + 0.05 * st.s
+    st.ir = np.where(sky, sky_ir, np.take(np.asarray(temps, F32), mat) + ir_sun) + 0.03 * st.coarse
     far_a = np.take(np.asarray(far, F32), mat)
-    depth = np.where(far_a > 0, far_a, 1.0 / (t + 0.02)).astype(F32)  # relative distance, 1 near the camera
-    sky_col = np.asarray(sky_top, F32) * (1 - s[..., None]) + np.asarray(sky_hor, F32) * s[..., None]  # (H, 1, 3)
-    emit = np.where(sky[..., None], sky_col, F32(0))
-    if cond in ("day", "dusk"):  # clouds: visible only
-        emit *= 1 + 0.12 * np.clip(coarse, 0, 1)[..., None]
+    st.depth = np.where(far_a > 0, far_a, 1.0 / (t + 0.02)).astype(F32)  # relative distance, 1 near the camera
+    sky_col = np.asarray(sky_top, F32) * (1 - st.s[..., None]) + np.asarray(sky_hor, F32) * st.s[..., None]
+    st.emit = np.where(sky[..., None], sky_col, F32(0))
+    if st.cond in ("day", "dusk"):  # clouds: visible only
+        st.emit *= 1 + 0.12 * np.clip(st.coarse, 0, 1)[..., None]
+    st.mat = mat
+    return windows
 
-    for rows, cl, sy, sx in windows:  # windows: visible only (glass is as cold as the wall in IR)
+
+def _windows(st: _Street, rng: np.random.Generator, windows: list) -> None:
+    """Building windows: visible only (glass is as cold as the wall in IR), some lit at night."""
+    for rows, cl, sy, sx in windows:
         if sx < 3 or sy < 3:
             continue
-        gy = (yy[rows] - rows.start) / sy
-        gx = (xx[:, cl] - cl.start) / sx
-        win = (_frac(gx) < 0.55) & (_frac(gy) < 0.5) & (gy > 0.6) & (mat[rows, cl] >= 4)
-        albedo[rows, cl][win] = (0.15, 0.18, 0.24)
-        if lights_on:
+        gy = (st.yy[rows] - rows.start) / sy
+        gx = (st.xx[:, cl] - cl.start) / sx
+        win = (_frac(gx) < 0.55) & (_frac(gy) < 0.5) & (gy > 0.6) & (st.mat[rows, cl] >= 4)
+        st.albedo[rows, cl][win] = (0.15, 0.18, 0.24)
+        if st.lights_on:
             lit = rng.random((int(gy.max()) + 1, int(gx.max()) + 1)) < 0.3
-            emit[rows, cl][win & lit[gy.astype(np.intp)[:, :1], gx.astype(np.intp)[:1, :]]] = (0.9, 0.75, 0.4)
+            st.emit[rows, cl][win & lit[gy.astype(np.intp)[:, :1], gx.astype(np.intp)[:1, :]]] = (0.9, 0.75, 0.4)
 
-    # road markings: visible only
-    line = np.maximum(0.6, 0.007 * w * t)
+
+def _road_markings(st: _Street, rng: np.random.Generator) -> None:
+    """Lane lines, edge lines and sometimes a zebra crossing: visible only."""
+    t, road, dx, half = st.t, st.road, st.dx, st.half
+    line = np.maximum(0.6, 0.007 * st.w * t)
     dash = _frac(6.0 / (t + 0.05) + rng.random()) < 0.5
     marks = road & (((dx < line) & dash) | (np.abs(dx - 0.9 * half) < line))
     if rng.random() < 0.35:  # zebra crossing
         t0 = rng.uniform(0.4, 0.8)
-        marks |= road & (np.abs(t - t0) < 0.04) & (_frac((xx - vx) / np.maximum(1.0, 0.05 * road_w * t)) < 0.5)
-    albedo[marks] = (0.85, 0.85, 0.8)
+        marks |= road & (np.abs(t - t0) < 0.04) & (_frac((st.xx - st.vx) / np.maximum(1.0, 0.05 * st.road_w * t)) < 0.5)
+    st.albedo[marks] = (0.85, 0.85, 0.8)
 
-    # traffic signs: visible only (at ambient temperature, invisible in IR)
+
+def _traffic_signs(st: _Street, rng: np.random.Generator) -> None:
+    """Signs on poles beside the road: visible only (at ambient temperature, invisible in IR)."""
+    h, w, yy, xx = st.h, st.w, st.yy, st.xx
     for _ in range(rng.integers(0, 3)):
         ts = rng.uniform(0.15, 0.9)
-        base = horizon + ts * (h - horizon)
+        base = st.horizon + ts * (h - st.horizon)
         ppm = ts * h * 0.5 / 1.7
-        sgx = vx + (1 if rng.random() < 0.5 else -1) * (road_w * ts * rng.uniform(1.05, 1.3) + 0.5)
+        sgx = st.vx + (1 if rng.random() < 0.5 else -1) * (st.road_w * ts * rng.uniform(1.05, 1.3) + 0.5)
         rad = max(2.0, 0.4 * ppm)
         pl = (base - 2.3 * ppm)
         rows = slice(max(0, int(pl - rad)), max(0, min(h, int(np.ceil(base)))))
@@ -382,19 +441,17 @@ def make_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
         ly, lx = yy[rows], xx[:, cl]
         pole = (np.abs(lx - sgx) < max(0.5, 0.05 * ppm)) & (ly < base) & (ly > pl)
         plate = (np.abs(lx - sgx) < max(1.0, 0.35 * ppm)) & (np.abs(ly - pl) < max(1.0, 0.35 * ppm))
-        albedo[rows, cl][pole] = (0.5, 0.5, 0.5)
-        albedo[rows, cl][plate] = _colour(rng, np.array([[0.8, 0.1, 0.1], [0.1, 0.25, 0.75], [0.95, 0.8, 0.1]], F32))
-        albedo[rows, cl][plate & (np.abs(ly - pl) < max(0.5, 0.12 * ppm))] = (0.95, 0.95, 0.95)
-        emit[rows, cl][pole | plate] = 0.0
+        st.albedo[rows, cl][pole] = (0.5, 0.5, 0.5)
+        st.albedo[rows, cl][plate] = _colour(rng, np.array([[0.8, 0.1, 0.1], [0.1, 0.25, 0.75], [0.95, 0.8, 0.1]],
+                                                           F32))
+        st.albedo[rows, cl][plate & (np.abs(ly - pl) < max(0.5, 0.12 * ppm))] = (0.95, 0.95, 0.95)
+        st.emit[rows, cl][pole | plate] = 0.0
 
-    # IR-only warm spots: vents, manholes, sun-warmed patches (not labelled, invisible in visible light)
-    for _ in range(rng.integers(0, 4)):
-        _add_blob(ir, rng.uniform(horizon * 0.85, h), rng.uniform(0, w), w * rng.uniform(0.005, 0.03),
-                  rng.uniform(0.1, 0.2))
 
-    # objects, far to near so that near ones occlude far ones
-    light_map = np.full((h, w), ambient, F32)
-    inst = np.zeros((h, w), np.uint8)
+def _place_objects(st: _Street, rng: np.random.Generator) -> list[tuple]:
+    """1-6 labelled objects (always a person or a car) with their distance, column and pixel size,
+    sorted far to near so that near ones occlude far ones."""
+    h, w = st.h, st.w
     n_obj = int(rng.integers(1, 7))
     classes = rng.choice(np.arange(1, 7), size=n_obj, p=_CLASS_P)
     if not np.isin(classes, (1, 2)).any():
@@ -415,13 +472,20 @@ def make_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
         if cls == 1:
             cx = rng.uniform(0, w)
         elif cls == 5:
-            cx = vx + (1 if rng.random() < 0.5 else -1) * (road_w * ts * rng.uniform(1.05, 1.3) + 0.5)
+            cx = st.vx + (1 if rng.random() < 0.5 else -1) * (st.road_w * ts * rng.uniform(1.05, 1.3) + 0.5)
         else:
-            cx = vx + rng.uniform(-0.8, 0.8) * road_w * ts
+            cx = st.vx + rng.uniform(-0.8, 0.8) * st.road_w * ts
         cx = float(np.clip(cx, 0, w))  # at least half in view, so the nearest object is always labelled
-        placed.append((ts, int(cls), cx, horizon + ts * (h - horizon), pw, ph, view_rear))
+        placed.append((ts, int(cls), cx, st.horizon + ts * (h - st.horizon), pw, ph, view_rear))
     placed.sort(key=lambda p: p[0])
+    return placed
 
+
+def _draw_objects(st: _Street, rng: np.random.Generator, placed: list[tuple], light_map: np.ndarray
+                  ) -> tuple[np.ndarray, list]:
+    """Paint the objects into every layer; returns the instance map and (index, class, window) per object."""
+    h, w = st.h, st.w
+    inst = np.zeros((h, w), np.uint8)
     boxes_px = []
     for idx, (ts, cls, cx, base, pw, ph, view_rear) in enumerate(placed, start=1):
         x0, y0 = cx - pw / 2, base - ph
@@ -436,44 +500,54 @@ def make_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
             u = 1 - u
         camo = None
         if rng.random() < 0.3:  # camouflage: colour close to what is behind the object
-            camo = np.clip(albedo[r0:r1, c0:c1].reshape(-1, 3).mean(0) * rng.uniform(0.85, 1.15), 0.02, 0.98)
+            camo = np.clip(st.albedo[r0:r1, c0:c1].reshape(-1, 3).mean(0) * rng.uniform(0.85, 1.15), 0.02, 0.98)
         if view_rear:
-            lay = _rear_car(rng, u, v, pw / ph, lights_on, camo)
+            lay = _rear_car(rng, u, v, pw / ph, st.lights_on, camo)
         else:
-            lay = _object(cls, rng, u, v, pw / ph, lights_on, camo)
+            lay = _object(cls, rng, u, v, pw / ph, st.lights_on, camo)
         m = lay.shape
         sl = (slice(r0, r1), slice(c0, c1))
-        ir[sl][m] = lay.ir[m]
-        albedo[sl][m] = lay.albedo[m]
-        emit[sl][m] = lay.emit[m]
-        depth[sl][m] = 1.0 / (ts + 0.02)
+        st.ir[sl][m] = lay.ir[m]
+        st.albedo[sl][m] = lay.albedo[m]
+        st.emit[sl][m] = lay.emit[m]
+        st.depth[sl][m] = 1.0 / (ts + 0.02)
         inst[sl][m] = idx
         boxes_px.append((idx, cls, sl))
-        if cls == 5 and lights_on:  # light pool under a lit lamp
+        if cls == 5 and st.lights_on:  # light pool under a lit lamp
             _add_blob(light_map, base, cx, ph * 0.35, 0.9)
-        if cls in (2, 3, 6) and lights_on and not view_rear:  # headlight beam on the road ahead
+        if cls in (2, 3, 6) and st.lights_on and not view_rear:  # headlight beam on the road ahead
             _add_blob(light_map, base, cx + (-1 if flip else 1) * pw * 0.8, ph * 0.5, 0.5)
+    return inst, boxes_px
 
-    # visible image: lit albedo plus light sources, fog, sensor noise
-    lit = albedo * (np.minimum(light_map, 1.6)[..., None] * np.asarray(tint, F32)) + emit
-    if cond == "fog":
+
+def _camera_images(st: _Street, rng: np.random.Generator, light_map: np.ndarray, tint, sky_hor,
+                   vis_sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(visible, infrared) as the cameras see them: lighting, fog, optics and sensor noise."""
+    h, w = st.h, st.w
+    lit = st.albedo * (np.minimum(light_map, 1.6)[..., None] * np.asarray(tint, F32)) + st.emit
+    ir = st.ir
+    if st.cond == "fog":
         dens = rng.uniform(0.04, 0.1)
-        trans = np.exp(-dens * depth)[..., None]
+        trans = np.exp(-dens * st.depth)[..., None]
         fog_col = np.asarray(sky_hor, F32) * (lit.mean() * 0.3 + 0.75)
         lit = lit * trans + fog_col * (1 - trans)
-        ir_trans = np.exp(-dens * 0.15 * depth)
+        ir_trans = np.exp(-dens * 0.15 * st.depth)
         ir = ir * ir_trans + 0.2 * (1 - ir_trans)
     lit += _noise(rng, (h, w, 3)) * F32(vis_sigma)
     vis = np.clip(lit, 0.0, 1.0).astype(F32)
 
-    # infrared image: softer optics, temporal noise and column fixed-pattern noise
+    # infrared: softer optics, temporal noise and column fixed-pattern noise
     blur = round(min(h, w) / 320)
     if blur:
         ir = _box_blur(ir.astype(F32), blur)
     ir += _noise(rng, (h, w)) * F32(rng.uniform(0.008, 0.02))
     ir += rng.normal(0.0, 0.006, size=(1, w)).astype(F32)
-    ir = np.clip(ir, 0.0, 1.0).astype(F32)
+    return vis, np.clip(ir, 0.0, 1.0).astype(F32)
 
+
+def _labels(inst: np.ndarray, boxes_px: list, h: int, w: int
+            ) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
+    """The class mask and the YOLO boxes of what stays visible of each object."""
     lut = np.zeros(256, np.uint8)
     boxes: list[tuple[int, float, float, float, float]] = []
     for idx, cls, sl in boxes_px:
@@ -485,9 +559,7 @@ def make_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
         xa, xb = sl[1].start + cols.min(), sl[1].start + cols.max() + 1
         boxes.append((cls - 1, float(xa + xb) / (2 * w), float(ya + yb) / (2 * h), float(xb - xa) / w,
                       float(yb - ya) / h))
-    mask = lut[inst]
-    saliency = np.where(mask > 0, np.uint8(255), np.uint8(0))
-    return Scene(ir=ir, vis=vis, mask=mask, boxes=boxes, saliency=saliency, condition=cond)
+    return lut[inst], boxes
 
 
 def _rear_car(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, aspect: float, lights_on: bool,
