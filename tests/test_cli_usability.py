@@ -104,3 +104,13 @@ def test_info_describes_a_checkpoint_and_its_provenance(tmp_path: Path) -> None:
     (tmp_path / "x.safetensors").write_bytes(b"junk")
     result = runner.invoke(app, ["info", str(tmp_path / "x.safetensors")])
     assert result.exit_code == 2 and "not a readable safetensors checkpoint" in result.output
+
+
+@pytest.mark.parametrize("command", ["fuse", "eval", "export", "plugins", "synth", "info", "compensate",
+                                     "train-base", None])
+def test_every_help_page_is_plain_text_within_80_columns(command: str | None) -> None:
+    result = runner.invoke(app, [command, "--help"] if command else ["--help"], env={"COLUMNS": "80"},
+                           terminal_width=80)
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    assert "<bool>" not in result.output and "╭" not in result.output  # no boxes that eat the width
