@@ -34,6 +34,15 @@ def train_base_command(
     seed: Annotated[Optional[int], typer.Option(help="Random seed [default: 0].")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Save the resumable state every N "
                                                             "steps [default: 200].")] = None,
+    intensity_weight: Annotated[Optional[float], typer.Option(min=0.0, help="Weight of the L1 intensity term "
+                                                              "toward max(IR, Y) [default: 0.2].")] = None,
+    gradient_weight: Annotated[Optional[float], typer.Option(min=0.0, help="Weight of the L1 Sobel-texture term "
+                                                             "toward the sharper source [default: 1.0].")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help="constant (the paper's) or cosine (decays to 0 "
+                                                       "by the last step) [default: constant].")] = None,
+    stretch: Annotated[Optional[bool], typer.Option("--stretch/--no-stretch", help="Whether the saved model "
+                                                    "stretches each fused image to the full grey range "
+                                                    "[default: no-stretch].")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUTPUT's .train-state.safetensors.")] = False,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -44,7 +53,9 @@ def train_base_command(
     --checkpoint-every steps; --resume continues from it and ends where an uninterrupted run would.
     """
     cfg = load_config(TrainBaseConfig, config, dict(steps=steps, epochs=epochs, batch_size=batch_size, crop=crop,
-                                                    lr=lr, blocks=blocks, seed=seed, checkpoint_every=checkpoint_every))
+                                                    lr=lr, blocks=blocks, seed=seed, checkpoint_every=checkpoint_every,
+                                                    intensity_weight=intensity_weight, gradient_weight=gradient_weight,
+                                                    lr_schedule=lr_schedule, stretch=stretch))
     if output.exists() and output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'base.safetensors'}")
     pairs = find_dataset_pairs(data)

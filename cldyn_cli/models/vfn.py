@@ -8,7 +8,7 @@ so that the semantic compensation can be injected there.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Optional
 
 import torch
@@ -29,6 +29,7 @@ class VFNConfig:
 
     blocks: int = 4  # L: blocks per encoder and in the decoder
     channels: int = 8  # feature width of each branch
+    stretch: bool = False  # stretch each fused image to the full range [0, 1] (see stretch_range)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -181,9 +182,12 @@ class VFN(nn.Module):
                 self.vis_encoder(vis_y, lambda i, x: hook("vis", i, x)))
 
     def forward(self, ir: torch.Tensor, vis_y: torch.Tensor, hook: Optional[BlockHook] = None,
-                channel_attention: Optional[torch.Tensor] = None) -> torch.Tensor:
+                channel_attention: Optional[torch.Tensor] = None, stretch: Optional[bool] = None) -> torch.Tensor:
+        """Fused Y; stretched to [0, 1] per image when the config says so (``stretch`` overrides it:
+        training sees the raw output, and tiled fusion stretches the assembled image)."""
         f_ir, f_vis = self.encode(ir, vis_y, hook)
-        return self.decoder(self.fusion(f_ir, f_vis, channel_attention))
+        fused = self.decoder(self.fusion(f_ir, f_vis, channel_attention))
+        return stretch_range(fused) if (self.config.stretch if stretch is None else stretch) else fused
 
     def receptive_radius(self) -> int:
         """Pixels of context each output pixel depends on (besides the global channel attention).
@@ -191,6 +195,25 @@ class VFN(nn.Module):
         Stem 2, each CB 4, gradient 1, pooling 1, spatial-attention convs 2, reduce 1, head 2.
         """
         return 9 + 8 * self.config.blocks
+
+
+def stretch_range(y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Map each image's darkest fused value to 0 and its brightest to 1 (a flat image stays as it is).
+
+    A per-image linear contrast stretch, as CDDFuse and other fusion methods apply to their output
+    before saving it: it uses the full grey range without changing the image's structure.
+    """
+    lo = y.amin(dim=(-3, -2, -1), keepdim=True)
+    span = y.amax(dim=(-3, -2, -1), keepdim=True) - lo
+    flat = span < eps
+    return torch.where(flat, y, (y - lo) / torch.where(flat, torch.ones_like(span), span))
+
+
+def with_stretch(model: VFN, stretch: Optional[bool]) -> VFN:
+    """``model`` with its output stretch switched on or off (None: as its checkpoint says)."""
+    if stretch is not None:
+        model.config = replace(model.config, stretch=stretch)
+    return model
 
 
 def fold_batchnorm(model: VFN) -> VFN:

@@ -22,7 +22,7 @@ from cldyn_cli.data.images import read_image, read_infrared
 from cldyn_cli.data.pairs import Pair, check_sizes
 from cldyn_cli.errors import UserError
 from cldyn_cli.fusion import to_tensor
-from cldyn_cli.losses import fusion_loss
+from cldyn_cli.losses import GRADIENT_WEIGHT, INTENSITY_WEIGHT, fusion_loss
 from cldyn_cli.models.vfn import VFN, VFNConfig
 
 StepCallback = Callable[[int, int, float], None]  # (step, total, loss)
@@ -40,13 +40,25 @@ class TrainBaseConfig:
     blocks: int = 4
     seed: int = 0
     checkpoint_every: int = 200
+    intensity_weight: float = INTENSITY_WEIGHT
+    gradient_weight: float = GRADIENT_WEIGHT
+    lr_schedule: str = "constant"  # or "cosine": decay to 0 over the run (better short runs)
+    stretch: bool = False  # the saved model stretches its output to [0, 1] (training sees the raw output)
 
     def total_steps(self, n_pairs: int) -> int:
         return self.steps if self.steps is not None else self.epochs * math.ceil(n_pairs / self.batch_size)
 
 
 # Settings that must not change between a run and its resumption.
-_RESUME_KEYS = ("crop", "batch_size", "lr", "blocks", "seed")
+_RESUME_KEYS = ("crop", "batch_size", "lr", "blocks", "seed", "intensity_weight", "gradient_weight", "lr_schedule")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(config: TrainBaseConfig, step: int, total: int) -> float:
+    """The learning rate of step ``step`` (0-based) out of ``total``: constant, or cosine-decayed to 0."""
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+    return config.lr
 
 
 class PairStore:
@@ -149,9 +161,12 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
     """Train a VFN on ``pairs``, checkpointing to ``train_state_path(output)``; returns the trained model."""
     if not pairs:
         raise UserError("no training pairs found")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise UserError(f"lr_schedule {config.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
     store = PairStore(pairs)
     torch.manual_seed(config.seed)
-    model = VFN(VFNConfig(blocks=config.blocks)).to(device).train()
+    # Channels-last runs the narrow (8-32 channel) convolutions faster on CPU, in training too.
+    model = VFN(VFNConfig(blocks=config.blocks, stretch=config.stretch)).to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     total = config.total_steps(len(store))
@@ -161,9 +176,12 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
     while step < total:
         crops = [augmented_crop(*store.get(i), config.crop, gen)
                  for i in batch_indices(len(store), config.batch_size, config.seed, step)]
-        batch = torch.stack(crops).to(device)
+        batch = torch.stack(crops).to(device).contiguous(memory_format=torch.channels_last)
         ir, vis_y = batch[:, 0:1], batch[:, 1:2]
-        loss = fusion_loss(model(ir, vis_y), ir, vis_y)
+        loss = fusion_loss(model(ir, vis_y, stretch=False), ir, vis_y, config.intensity_weight,
+                           config.gradient_weight)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(config, step, total)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
