@@ -1,6 +1,7 @@
 """Base training: the loss goes down, and a killed run resumed ends with the same weights."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,8 @@ def test_loss_weights_and_stretch_reach_the_saved_model(pair_dirs, tmp_path: Pat
     assert model.config.stretch
     train_config = json.loads(metadata["provenance"])["train_config"]
     assert (train_config["intensity_weight"], train_config["gradient_weight"]) == (0.5, 2.0)
+    # the tests run from a git checkout, so the model records which commit made it
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", json.loads(metadata["provenance"])["git_commit"])
     bad = CliRunner().invoke(app, ["train-base", str(pair_dirs[0].parent), "-o", str(tmp_path / "x.safetensors"),
                                    "--steps", "1", "--lr-schedule", "linear", "--quiet", "--device", "cpu"])
     assert bad.exit_code == 2 and "lr_schedule 'linear' is not one of constant, cosine" in bad.output

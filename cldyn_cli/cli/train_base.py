@@ -14,7 +14,7 @@ from cldyn_cli.config import load_config
 from cldyn_cli.data.pairs import find_dataset_pairs
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import save_vfn
-from cldyn_cli.checkpoint import train_state_path
+from cldyn_cli.checkpoint import source_commit, train_state_path
 from cldyn_cli.training.base import TrainBaseConfig, train_base, usable_crop
 
 
@@ -43,6 +43,9 @@ def train_base_command(
     stretch: Annotated[Optional[bool], typer.Option("--stretch/--no-stretch", help="Whether the saved model "
                                                     "stretches each fused image to the full grey range "
                                                     "[default: no-stretch].")] = None,
+    residual: Annotated[Optional[bool], typer.Option("--residual/--no-residual", help="Let the network predict "
+                                                     "a correction to the brighter source, max(IR, Y), instead "
+                                                     "of the fused image itself [default: no-residual].")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUTPUT's .train-state.safetensors.")] = False,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -55,7 +58,8 @@ def train_base_command(
     cfg = load_config(TrainBaseConfig, config, dict(steps=steps, epochs=epochs, batch_size=batch_size, crop=crop,
                                                     lr=lr, blocks=blocks, seed=seed, checkpoint_every=checkpoint_every,
                                                     intensity_weight=intensity_weight, gradient_weight=gradient_weight,
-                                                    lr_schedule=lr_schedule, stretch=stretch))
+                                                    lr_schedule=lr_schedule, stretch=stretch,
+                                                    residual=residual))
     if output.exists() and output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'base.safetensors'}")
     pairs = find_dataset_pairs(data)
@@ -73,7 +77,7 @@ def train_base_command(
 
         model = train_base(pairs, output, cfg, dev, resume=resume, on_step=on_step)
     provenance = {"data": str(data), "pairs": len(pairs), "steps": total, "seed": cfg.seed,
-                  "train_config": asdict(cfg), "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+                  "train_config": asdict(cfg), "git_commit": source_commit(), "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     save_vfn(model.cpu(), output, provenance)
     if not quiet:
         typer.echo(f"wrote {output} (resumable state: {train_state_path(output)})", err=True)

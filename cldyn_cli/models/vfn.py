@@ -30,6 +30,7 @@ class VFNConfig:
     blocks: int = 4  # L: blocks per encoder and in the decoder
     channels: int = 8  # feature width of each branch
     stretch: bool = False  # stretch each fused image to the full range [0, 1] (see stretch_range)
+    residual: bool = False  # predict a correction to max(IR, Y) instead of the fused image itself
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,12 +149,15 @@ class GradientAttentionFusion(nn.Module):
 class Decoder(nn.Module):
     """Reconstruction "FRB2": reduce, L CB blocks, two convs, tanh mapped to [0, 1]."""
 
-    def __init__(self, blocks: int, channels: int = 8) -> None:
+    def __init__(self, blocks: int, channels: int = 8, zero_last: bool = False) -> None:
         super().__init__()
         self.reduce = nn.Sequential(*conv_bn_act(2 * channels, channels))
         self.blocks = nn.ModuleList(ConvBlock(channels, channels) for _ in range(blocks))
         self.head = nn.Sequential(*conv_bn_act(channels, channels // 2),
                                   nn.Conv2d(channels // 2, 1, 3, padding=1, padding_mode="reflect"), nn.Tanh())
+        if zero_last:  # a residual model starts as exactly max(IR, Y)
+            nn.init.zeros_(self.head[3].weight)
+            nn.init.zeros_(self.head[3].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.reduce(x)
@@ -171,7 +175,7 @@ class VFN(nn.Module):
         self.ir_encoder = Encoder(config.blocks, config.channels)
         self.vis_encoder = Encoder(config.blocks, config.channels)
         self.fusion = GradientAttentionFusion(2 * config.channels)
-        self.decoder = Decoder(config.blocks, config.channels)
+        self.decoder = Decoder(config.blocks, config.channels, zero_last=config.residual)
 
     def encode(self, ir: torch.Tensor, vis_y: torch.Tensor,
                hook: Optional[BlockHook] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,6 +191,8 @@ class VFN(nn.Module):
         training sees the raw output, and tiled fusion stretches the assembled image)."""
         f_ir, f_vis = self.encode(ir, vis_y, hook)
         fused = self.decoder(self.fusion(f_ir, f_vis, channel_attention))
+        if self.config.residual:  # the decoder's [0, 1] output, centred, corrects the brighter source
+            fused = (torch.maximum(ir, vis_y) + fused - 0.5).clamp(0.0, 1.0)
         return stretch_range(fused) if (self.config.stretch if stretch is None else stretch) else fused
 
     def receptive_radius(self) -> int:

@@ -44,13 +44,15 @@ class TrainBaseConfig:
     gradient_weight: float = GRADIENT_WEIGHT
     lr_schedule: str = "constant"  # or "cosine": decay to 0 over the run (better short runs)
     stretch: bool = False  # the saved model stretches its output to [0, 1] (training sees the raw output)
+    residual: bool = False  # the network corrects max(IR, Y) rather than drawing the fused image from scratch
 
     def total_steps(self, n_pairs: int) -> int:
         return self.steps if self.steps is not None else self.epochs * math.ceil(n_pairs / self.batch_size)
 
 
 # Settings that must not change between a run and its resumption.
-_RESUME_KEYS = ("crop", "batch_size", "lr", "blocks", "seed", "intensity_weight", "gradient_weight", "lr_schedule")
+_RESUME_KEYS = ("crop", "batch_size", "lr", "blocks", "seed", "intensity_weight", "gradient_weight", "lr_schedule",
+                "residual")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -166,7 +168,7 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
     store = PairStore(pairs)
     torch.manual_seed(config.seed)
     # Channels-last runs the narrow (8-32 channel) convolutions faster on CPU, in training too.
-    model = VFN(VFNConfig(blocks=config.blocks, stretch=config.stretch)).to(device, memory_format=torch.channels_last).train()
+    model = VFN(VFNConfig(blocks=config.blocks, stretch=config.stretch, residual=config.residual)).to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     total = config.total_steps(len(store))
