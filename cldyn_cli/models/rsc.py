@@ -81,6 +81,22 @@ def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, out))
 
 
+def hard_gumbel_softmax(logits: torch.Tensor, tau: float, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """``F.gumbel_softmax(logits, tau, hard=True)`` over the last dimension.
+
+    With ``rows = (start, total)`` the noise is drawn for a batch of ``total`` and rows
+    ``start:start + B`` are used: a rank of a data-parallel run gets the noise that one process
+    would have drawn for these samples, and the random state advances the same on every rank.
+    """
+    if rows is None:
+        return F.gumbel_softmax(logits, tau=tau, hard=True)
+    start, total = rows
+    noise = torch.empty(total, *logits.shape[1:], dtype=logits.dtype, device=logits.device).exponential_()
+    soft = ((logits - noise[start:start + logits.shape[0]].log()) / tau).softmax(-1)
+    hard = torch.zeros_like(soft).scatter_(-1, soft.argmax(-1, keepdim=True), 1.0)
+    return hard - soft.detach() + soft
+
+
 class BasisVectorBank(nn.Module):
     """The learnable basis vectors (S sets x V vectors x E dims) shared by every A2SI block."""
 
@@ -110,6 +126,7 @@ class A2SI(nn.Module):
             raise ValueError(f"embed_dim must be a multiple of 4, got {embed_dim}")
         self.embed_dim, self.channels, self.filters, self.tau = embed_dim, channels, filters, tau
         self.sample = False  # draw the kernel types at eval time too, instead of taking the argmax
+        self.noise_rows: tuple[int, int] | None = None  # see SemanticCompensation.noise_rows
         e4, e2, half = embed_dim // 4, embed_dim // 2, PROTOTYPE_DIM // 2
 
         # Step 1: kernel-type choice against fixed orthogonal prototypes.
@@ -152,7 +169,7 @@ class A2SI(nn.Module):
         logits = torch.einsum("bmd,td->bmt", F.normalize(queries, dim=-1, eps=EPS),
                               F.normalize(self.prototypes, dim=-1, eps=EPS))
         if self.training or self.sample:
-            return F.gumbel_softmax(logits, tau=self.tau, hard=True)
+            return hard_gumbel_softmax(logits, self.tau, self.noise_rows)
         return F.one_hot(logits.argmax(-1), len(KERNEL_TYPES)).to(logits.dtype)
 
     @torch.no_grad()
@@ -232,6 +249,12 @@ class SemanticCompensation(nn.Module):
         if base.config.channels != self.config.channels:
             raise ValueError(f"compensation built for {self.config.channels} channels, "
                              f"base network has {base.config.channels}")
+
+    def noise_rows(self, rows: tuple[int, int] | None) -> None:
+        """Draw the kernel-type noise as rows (start, total) of a larger batch (None: this batch)."""
+        for block in self.modules():
+            if isinstance(block, A2SI):
+                block.noise_rows = rows
 
     def hook(self, task_features: torch.Tensor) -> BlockHook:
         """The ``VFN.encode`` hook that compensates encoder block i < K of each branch."""
