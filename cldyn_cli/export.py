@@ -7,10 +7,13 @@ and size), or compensated for a task, with the task network's layers up to its t
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import sys
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -76,15 +79,31 @@ def export_graph(graph: nn.Module, path: Path, opset: int = DEFAULT_OPSET, size:
     unless ``dynamic_size`` is False. A graph that cannot be exported is a UserError."""
     example = (torch.rand(1, 1, *size), torch.rand(1, 3, *size))
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings(), _native_log_discarded():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
         try:
             torch.onnx.export(graph.eval(), example, str(tmp), input_names=["ir", "vis"], output_names=["fused"],
                               dynamic_axes={"ir": axes, "vis": axes, "fused": axes}, opset_version=opset,
                               dynamo=False)
         except torch.onnx.errors.OnnxExporterError as exc:
-            raise UserError(f"the graph cannot be exported with opset {opset} ({str(exc).splitlines()[0]}); "
-                            "try another --opset") from None
+            reason = str(exc).splitlines()[0]
+            hint = ("the task network resizes images of this size with antialiasing, which ONNX cannot express: "
+                    "pass --height/--width equal to its input size" if "_aa" in reason else "try another --opset")
+            raise UserError(f"the graph cannot be exported with opset {opset} ({reason}); {hint}") from None
+
+
+@contextlib.contextmanager
+def _native_log_discarded() -> Iterator[None]:
+    """Silence the exporter's C++ log, which prints the whole graph to stdout when an export fails."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def export_onnx(base: VFN, path: Path, opset: int = DEFAULT_OPSET) -> None:

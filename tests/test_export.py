@@ -80,3 +80,18 @@ def test_compensated_export_needs_task_and_rsc_together(live_compensation: Path,
     result = runner.invoke(app, ["export", "--task", "toyseg", "--rsc", str(live_compensation), "--base",
                                  str(live_compensation), "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 2 and "--base cannot be combined" in result.output
+
+
+def test_a_task_without_a_feature_network_cannot_be_exported(live_compensation: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plugins that offer no exportable network (the default) get one clear line, and no file."""
+    from cldyn_cli.builtin_tasks.toyseg import ToySegBackend
+    from cldyn_cli.tasks import TaskBackend
+
+    monkeypatch.setattr(ToySegBackend, "feature_network", TaskBackend.feature_network)
+    result = runner.invoke(app, ["export", "--task", "toyseg", "--rsc", str(live_compensation),
+                                 "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2
+    assert result.output.strip() == ("error: task 'toyseg' cannot be exported to ONNX: its plugin offers no "
+                                     "exportable feature network; export the base network alone (without --task)")
+    assert not (tmp_path / "m.onnx").exists()
