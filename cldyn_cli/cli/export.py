@@ -57,7 +57,8 @@ def export(
                         "trained on")
     if task is None:
         model, _ = load_vfn(base)
-        graph, reference, dynamic_size = FusionGraph(model).eval(), FusionGraph(model).eval(), True
+        graph = FusionGraph(model).eval()
+        reference, dynamic_size = graph, True
     else:
         options = TaskOptions(task_weights, task_config, torch.device("cpu"), feature_layer)
         compensation, model, backend = load_task_compensation(task, rsc, options)
