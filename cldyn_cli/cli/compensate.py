@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import datetime
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 
 from cldyn_cli.checkpoint import resumed_step
@@ -17,6 +19,7 @@ from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import load_vfn, save_compensation
 from cldyn_cli.training.closed_loop import (CompensateConfig, StepReport, TaskEntry, load_tasks,
                                             total_steps, train_compensation)
+from cldyn_cli.training.distributed import Ranks, process_group
 
 LOG_FIELDS = ["step", "task", "l_comp", "l_base", "penalty", "loss"]
 
@@ -85,6 +88,7 @@ def compensate(
     The base network and the task networks stay frozen. Each step, every task scores the base and
     the compensated fused images; the reward-penalty losses' gradients are combined with CAGrad.
     One task by flags (--plugin, --data, ...), several through --config tasks.yaml.
+    Under `torchrun --nproc-per-node N` it trains data-parallel: --batch-size is the global batch.
     """
     cfg = with_overrides(read_config(config), dict(
         steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, delta=delta, cagrad_lambda=cagrad_lambda,
@@ -98,15 +102,22 @@ def compensate(
         raise UserError("no task given; pass --plugin NAME --data DIR, or --config with a tasks: list")
     if output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'rsc.safetensors'}")
-    dev = resolve_device(device)
+    with process_group(resolve_device(device)) as (ranks, dev):
+        _compensate(cfg, output, base, log, resume, dev, quiet or not ranks.is_main, ranks)
+
+
+def _compensate(cfg: CompensateConfig, output: Path, base: Optional[Path], log: Optional[Path], resume: bool,
+                dev: torch.device, quiet: bool, ranks: Ranks) -> None:
+    """Train and write (rank 0 alone writes the log and the result)."""
     base_model, base_meta = load_vfn(base, dev)
     tasks = load_tasks(cfg.tasks, dev)
     log_path = log or output.with_name(output.stem + ".log.csv")
     resumed_at = resumed_step(output, resume)
     kept = _log_rows(log_path, resumed_at) if resume else []
     total = total_steps(cfg, tasks)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with progress(quiet) as bar, log_path.open("w", newline="") as log_file:
+    if ranks.is_main:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    with progress(quiet) as bar, (log_path if ranks.is_main else Path(os.devnull)).open("w", newline="") as log_file:
         writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
         writer.writeheader()
         writer.writerows(kept)
@@ -119,11 +130,14 @@ def compensate(
                                for r in reports)
             bar.update(job, completed=reports[0].step, status=status)
 
-        compensation = train_compensation(base_model, tasks, output, cfg, dev, resume=resume, on_step=on_step)
+        compensation = train_compensation(base_model, tasks, output, cfg, dev, resume=resume, on_step=on_step,
+                                          ranks=ranks)
+    if not ranks.is_main:
+        return
     extra = {"tasks": [{**asdict(t.entry), "task": t.backend.name, "feature_layer": t.backend.feature_layer}
                        for t in tasks],
              "hyper": cfg.hyper(), "base": str(base) if base else "embedded",
-             "base_provenance": base_meta.get("provenance", ""), "steps": total,
+             "base_provenance": base_meta.get("provenance", ""), "steps": total, "world_size": ranks.world_size,
              "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     save_compensation(compensation.cpu(), base_model.cpu(), output, extra)
     if not quiet:

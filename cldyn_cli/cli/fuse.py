@@ -18,8 +18,8 @@ from cldyn_cli.checkpoint import metadata_json
 from cldyn_cli.colour import recombine
 from cldyn_cli.fusion import Fuser, compensated_y, fuse_images, resize_to, to_array, to_tensor
 from cldyn_cli.models.loading import load_compensation, load_vfn
-from cldyn_cli.models.rsc import A2SI
-from cldyn_cli.models.vfn import with_stretch
+from cldyn_cli.models.rsc import A2SI, SemanticCompensation
+from cldyn_cli.models.vfn import VFN, with_stretch
 from cldyn_cli.plugins import get_task
 from cldyn_cli.tasks import TaskBackend, TaskOptions, TaskSpec
 from cldyn_cli.outputs import all_or_nothing, check_output_dir
@@ -95,13 +95,8 @@ def base_fusion(fuser: Fuser) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
 def task_fusion(task: str, rsc: Path, options: TaskOptions, sample: bool, seed: int, stretch: Optional[bool] = None
                 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Fusion compensated for ``task``: the loaded compensation, its base and the task network."""
-    spec = get_task(task)
-    compensation, base, metadata = load_compensation(rsc, options.device)
+    compensation, base, backend = load_task_compensation(task, rsc, options)
     base = with_stretch(base, stretch)
-    trained_for = {t.get("task"): t for t in metadata_json(metadata, "tasks", rsc)}
-    if spec.name not in trained_for:
-        typer.echo(f"warning: {rsc} was trained for {', '.join(map(str, trained_for))}, not {spec.name}", err=True)
-    backend = _load_backend(spec, options, trained_for.get(spec.name, {}).get("feature_layer"), rsc)
     for block in compensation.modules():
         if isinstance(block, A2SI):
             block.sample = sample
@@ -114,6 +109,18 @@ def task_fusion(task: str, rsc: Path, options: TaskOptions, sample: bool, seed: 
         return to_array(recombine(fused_y.float(), vis_t).cpu())
 
     return fuse_one
+
+
+def load_task_compensation(task: str, rsc: Path, options: TaskOptions
+                           ) -> tuple[SemanticCompensation, VFN, TaskBackend]:
+    """The compensation in ``rsc``, its base network, and the task network tapped where it was trained."""
+    spec = get_task(task)
+    compensation, base, metadata = load_compensation(rsc, options.device)
+    trained_for = {t.get("task"): t for t in metadata_json(metadata, "tasks", rsc)}
+    if spec.name not in trained_for:
+        typer.echo(f"warning: {rsc} was trained for {', '.join(map(str, trained_for))}, not {spec.name}", err=True)
+    backend = _load_backend(spec, options, trained_for.get(spec.name, {}).get("feature_layer"), rsc)
+    return compensation, base, backend
 
 
 def _load_backend(spec: TaskSpec, options: TaskOptions, trained_layer: Optional[str], rsc: Path) -> TaskBackend:

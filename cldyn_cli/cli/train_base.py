@@ -16,6 +16,7 @@ from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import save_vfn
 from cldyn_cli.checkpoint import source_commit, train_state_path
 from cldyn_cli.training.base import TrainBaseConfig, train_base, usable_crop
+from cldyn_cli.training.distributed import process_group
 
 
 @user_errors
@@ -54,6 +55,7 @@ def train_base_command(
 
     The resumable state (model, optimiser, step, random state) is saved next to OUTPUT every
     --checkpoint-every steps; --resume continues from it and ends where an uninterrupted run would.
+    Under `torchrun --nproc-per-node N` it trains data-parallel: --batch-size is the global batch.
     """
     cfg = load_config(TrainBaseConfig, config, dict(steps=steps, epochs=epochs, batch_size=batch_size, crop=crop,
                                                     lr=lr, blocks=blocks, seed=seed, checkpoint_every=checkpoint_every,
@@ -67,17 +69,21 @@ def train_base_command(
     if fitted != cfg.crop:
         typer.echo(f"note: crop {cfg.crop} exceeds the smallest image; using {fitted}", err=True)
         cfg = replace(cfg, crop=fitted)
-    dev = resolve_device(device)
     total = cfg.total_steps(len(pairs))
-    with progress(quiet) as bar:
-        job = bar.add_task("training", total=total, status="")
+    with process_group(resolve_device(device)) as (ranks, dev):
+        quiet = quiet or not ranks.is_main
+        with progress(quiet) as bar:
+            job = bar.add_task("training", total=total, status="")
 
-        def on_step(step: int, _total: int, loss: float) -> None:
-            bar.update(job, completed=step, status=f"loss {loss:.4f}")
+            def on_step(step: int, _total: int, loss: float) -> None:
+                bar.update(job, completed=step, status=f"loss {loss:.4f}")
 
-        model = train_base(pairs, output, cfg, dev, resume=resume, on_step=on_step)
+            model = train_base(pairs, output, cfg, dev, resume=resume, on_step=on_step, ranks=ranks)
+    if not ranks.is_main:
+        return
     provenance = {"data": str(data), "pairs": len(pairs), "steps": total, "seed": cfg.seed,
-                  "train_config": asdict(cfg), "git_commit": source_commit(), "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+                  "train_config": asdict(cfg), "world_size": ranks.world_size, "git_commit": source_commit(),
+                  "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     save_vfn(model.cpu(), output, provenance)
     if not quiet:
         typer.echo(f"wrote {output} (resumable state: {train_state_path(output)})", err=True)

@@ -236,3 +236,19 @@ def fold_batchnorm(model: VFN) -> VFN:
                     seq[i] = fuse_conv_bn_eval(seq[i], seq[i + 1])
                     seq[i + 1] = nn.Identity()
     return folded
+
+
+def batchnorm_shadowed_biases(model: nn.Module) -> list[nn.Parameter]:
+    """Biases of the convolutions that feed a BatchNorm directly.
+
+    In training mode BatchNorm subtracts the batch mean, so such a bias has no effect on the
+    output and its gradient is zero; computed in floats it is rounding noise instead, which Adam
+    would normalise into full-size random steps. Training sets these gradients to exactly zero.
+    """
+    biases = []
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            for conv, norm in zip(seq[:-1], seq[1:]):
+                if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and conv.bias is not None:
+                    biases.append(conv.bias)
+    return biases
