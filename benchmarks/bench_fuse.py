@@ -22,14 +22,14 @@ def run_one(width: int, height: int, device: str, tile: int | None, repeats: int
     import numpy as np
     import torch
 
-    from cldyn_cli.fusion import BaseFuser, fuse_images
+    from cldyn_cli.fusion import Fuser, fuse_images
     from cldyn_cli.models.loading import load_vfn
 
     rng = np.random.default_rng(0)
     ir = rng.random((height, width), dtype=np.float32)
     vis = rng.random((height, width, 3), dtype=np.float32)
     model, _ = load_vfn()
-    fuser = BaseFuser(model, torch.device(device), tile)
+    fuser = Fuser(model, torch.device(device), tile)
     fuse_images(fuser, ir[:64, :64], vis[:64, :64])  # warm-up
     times = []
     for _ in range(repeats):
@@ -47,7 +47,7 @@ def run_one(width: int, height: int, device: str, tile: int | None, repeats: int
 def run_compensated(width: int, height: int, device: str, repeats: int) -> dict:
     import torch
 
-    from cldyn_cli.fusion import BaseFuser, compensated_y
+    from cldyn_cli.fusion import Fuser, compensated_y
     from cldyn_cli.models.loading import load_vfn
     from cldyn_cli.models.rsc import SemanticCompensation
     from cldyn_cli.plugins import get_task
@@ -57,7 +57,7 @@ def run_compensated(width: int, height: int, device: str, repeats: int) -> dict:
     base, _ = load_vfn(device=dev)
     compensation = SemanticCompensation().to(dev).eval()
     task = get_task("toyseg").load(TaskOptions(device=dev))
-    fuser = BaseFuser(base, dev)
+    fuser = Fuser(base, dev)
     ir, vis = torch.rand(1, 1, height, width, device=dev), torch.rand(1, 3, height, width, device=dev)
 
     def timed(fn) -> float:

@@ -24,9 +24,11 @@ from PIL import Image
 from cldyn_cli.checkpoint import metadata_json
 from cldyn_cli.colour import recombine
 from cldyn_cli.errors import UserError
-from cldyn_cli.fusion import BaseFuser, compensated_y, fuse_images, to_array, to_tensor
+from cldyn_cli import fusion
+from cldyn_cli.fusion import compensated_y, fuse_images, to_array, to_tensor
 from cldyn_cli.models.loading import load_compensation, load_vfn
-from cldyn_cli.models.rsc import A2SI
+from cldyn_cli.models.rsc import A2SI, SemanticCompensation
+from cldyn_cli.models.vfn import VFN, with_stretch
 from cldyn_cli.tasks import TaskBackend, TaskOptions, TaskSpec
 
 ImageLike = Union[np.ndarray, Image.Image]
@@ -72,13 +74,15 @@ class Fuser:
     ``Fuser(base=None | path)`` fuses with a base model (default: the shipped one).
     ``Fuser(rsc=path, task="det", task_weights=path)`` fuses with a trained compensation (which
     carries its base network) for the task it was trained for. ``device`` is "auto", "cpu",
-    "cuda" or "cuda:N"; ``tile`` fuses large images tile by tile (exact).
+    "cuda" or "cuda:N"; ``tile`` fuses large images tile by tile (exact); ``stretch`` switches the
+    base model's output stretch on or off (None: as it was trained).
     """
 
     def __init__(self, base: Optional[PathLike] = None, *, rsc: Optional[PathLike] = None,
                  task: Optional[str] = None, task_weights: Optional[PathLike] = None,
                  task_config: Optional[PathLike] = None, feature_layer: Optional[str] = None,
-                 device: str = "auto", tile: Optional[int] = None, sample: bool = False, seed: int = 0) -> None:
+                 device: str = "auto", tile: Optional[int] = None, sample: bool = False, seed: int = 0,
+                 stretch: Optional[bool] = None) -> None:
         from cldyn_cli.ui import resolve_device
 
         if (task is None) != (rsc is None):
@@ -87,11 +91,11 @@ class Fuser:
             raise UserError("base cannot be combined with rsc: the compensation file carries its base network")
         self.device = resolve_device(device)
         if rsc is None:
-            self._base = BaseFuser(load_vfn(_path(base))[0], self.device, tile)
+            self._base = fusion.Fuser(with_stretch(load_vfn(_path(base))[0], stretch), self.device, tile)
             self._compensated = None
         else:
             options = TaskOptions(_path(task_weights), _path(task_config), self.device, feature_layer)
-            self._compensated = _CompensatedFusion(str(task), Path(rsc), options, sample, seed)
+            self._compensated = _CompensatedFusion(str(task), Path(rsc), options, sample, seed, stretch)
 
     def fuse_float(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """IR (H, W) and visible (H, W) or (H, W, 3), float32 in [0, 1] -> fused, shaped like visible."""
@@ -117,17 +121,13 @@ def _path(value: Optional[PathLike]) -> Optional[Path]:
 class _CompensatedFusion:
     """Fusion compensated for one task: the loaded compensation, its base and the task network."""
 
-    def __init__(self, task: str, rsc: Path, options: TaskOptions, sample: bool, seed: int) -> None:
+    def __init__(self, task: str, rsc: Path, options: TaskOptions, sample: bool, seed: int,
+                 stretch: Optional[bool]) -> None:
         from cldyn_cli.plugins import get_task
 
-        spec = get_task(task)
-        self.compensation, self.base, metadata = load_compensation(rsc, options.device)
-        trained_for = {t.get("task"): t for t in metadata_json(metadata, "tasks", rsc)}
-        if spec.name not in trained_for:
-            raise UserError(f"{rsc} was trained for {', '.join(map(str, trained_for))}, not {spec.name}; "
-                            f"fuse for that task, or train a compensation for {spec.name} with `cldyn compensate`")
-        require_weights(options, spec.name)
-        self.backend = _load_backend(spec, options, trained_for[spec.name].get("feature_layer"), rsc)
+        require_weights(options, get_task(task).name)  # an unknown task is reported first
+        self.compensation, base, self.backend = load_task_compensation(task, rsc, options)
+        self.base = with_stretch(base, stretch)
         self.device = options.device
         for block in self.compensation.modules():
             if isinstance(block, A2SI):
@@ -139,6 +139,23 @@ class _CompensatedFusion:
         vis_t = to_tensor(vis).to(self.device)
         _, fused_y = compensated_y(self.base, self.compensation, self.backend, to_tensor(ir).to(self.device), vis_t)
         return to_array(recombine(fused_y.float(), vis_t).cpu())
+
+
+def load_task_compensation(task: str, rsc: Path, options: TaskOptions
+                           ) -> tuple[SemanticCompensation, VFN, TaskBackend]:
+    """The compensation in ``rsc``, its base network, and the task network tapped where it was trained.
+
+    A compensation trained for other tasks is refused: its kernels answer another network's features.
+    """
+    from cldyn_cli.plugins import get_task
+
+    spec = get_task(task)
+    compensation, base, metadata = load_compensation(rsc, options.device)
+    trained_for = {t.get("task"): t for t in metadata_json(metadata, "tasks", rsc)}
+    if spec.name not in trained_for:
+        raise UserError(f"{rsc} was trained for {', '.join(map(str, trained_for))}, not {spec.name}; "
+                        f"use it for that task, or train a compensation for {spec.name} with `cldyn compensate`")
+    return compensation, base, _load_backend(spec, options, trained_for[spec.name].get("feature_layer"), rsc)
 
 
 def require_weights(options: TaskOptions, task: str) -> None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cldyn_cli.colour import luminance, recombine
-from cldyn_cli.models.vfn import VFN, BlockHook, fold_batchnorm
+from cldyn_cli.models.vfn import VFN, BlockHook, fold_batchnorm, stretch_range
 
 if TYPE_CHECKING:
     from cldyn_cli.models.rsc import SemanticCompensation
@@ -57,7 +57,7 @@ def _pad_small(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
-class BaseFuser:
+class Fuser:
     """Fuses luminance with a base VFN, tiling large images so that memory stays bounded."""
 
     def __init__(self, model: VFN, device: torch.device, tile: Optional[int] = None,
@@ -83,10 +83,12 @@ class BaseFuser:
         ir_p, vis_p = _pad_small(ir), _pad_small(vis_y)
         tile = self._tile_for(height, width) if hook is None else None
         if tile is None:
-            out = self.model(self._put(ir_p), self._put(vis_p), hook)
+            out = self.model(self._put(ir_p), self._put(vis_p), hook, stretch=False)
         else:
             out = self._tiled(ir_p, vis_p, tile)
-        return out[..., :height, :width].float().cpu()
+        out = out[..., :height, :width].float().cpu()
+        # Stretched here, over the whole image, so that tiles and padding cannot change it.
+        return stretch_range(out) if self.model.config.stretch else out
 
     def _tiled(self, ir: torch.Tensor, vis_y: torch.Tensor, tile: int) -> torch.Tensor:
         model = self.model
@@ -108,7 +110,7 @@ class BaseFuser:
         margin = model.receptive_radius()
         for w in windows(height, width, tile, margin):
             fused = model(self._put(ir[..., w.wy0:w.wy1, w.wx0:w.wx1]), self._put(vis_y[..., w.wy0:w.wy1, w.wx0:w.wx1]),
-                          channel_attention=attention)
+                          channel_attention=attention, stretch=False)
             out[..., w.y0:w.y1, w.x0:w.x1] = fused[(..., *w.core_in_window())].float().cpu()
         return out
 
@@ -140,7 +142,7 @@ def resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return to_array(t)
 
 
-def fuse_images(fuser: BaseFuser, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+def fuse_images(fuser: Fuser, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     """Fuse one IR (H, W) with one visible image (H, W) or (H, W, 3); same size and colour as visible."""
     vis_t = to_tensor(vis)
     fused_y = fuser.fuse_y(to_tensor(ir), luminance(vis_t))

@@ -5,7 +5,8 @@ one major version, while everything else in ``cldyn_cli`` may move. ``docs/writi
 explains each group; signatures are in each name's docstring (``help(plugin_api.read_image)``).
 
 - Hooks and the task contract: ``hookimpl``, ``TaskSpec``, ``TaskBackend``, ``TaskOptions``,
-  ``Sample``, ``Batch``, ``FeatureTap``, ``find_module``, ``freeze``.
+  ``Sample``, ``Batch``, ``FeatureTap``, ``find_module``, ``freeze``, ``TappedNetwork`` (what
+  ``TaskBackend.feature_network`` returns for `cldyn export --task`).
 - Image I/O and pairing: ``read_image``, ``read_infrared``, ``write_png``, ``is_image``,
   ``image_size``, ``find_pairs``, ``Pair``, ``IMAGE_SUFFIXES``.
 - Fusion, for plugins that train their task network on fused images: ``load_vfn``, ``VFN``,
@@ -38,13 +39,15 @@ from cldyn_cli.models.loading import load_vfn
 from cldyn_cli.models.vfn import VFN
 from cldyn_cli.outputs import all_or_nothing, atomic_path, check_new_files
 from cldyn_cli.plugins import plugin_versions, use_plugin
-from cldyn_cli.tasks import Batch, FeatureTap, Sample, TaskBackend, TaskOptions, TaskSpec, find_module, freeze
+from cldyn_cli.tasks import (Batch, FeatureTap, Sample, TappedNetwork, TaskBackend, TaskOptions, TaskSpec, find_module,
+                             freeze)
 from cldyn_cli.training.base import batch_indices
 from cldyn_cli.training.state import TrainState
 from cldyn_cli.ui import Device, Overwrite, Quiet, Seed, progress, resolve_device, user_errors
 
 __all__ = [
     "hookimpl", "TaskSpec", "TaskBackend", "TaskOptions", "Sample", "Batch", "FeatureTap", "find_module", "freeze",
+    "TappedNetwork",
     "read_image", "read_infrared", "write_png", "is_image", "image_size", "find_pairs", "Pair", "IMAGE_SUFFIXES",
     "load_vfn", "VFN", "luminance", "task_rgb",
     "UserError", "user_errors", "progress", "resolve_device", "Device", "Quiet", "Seed", "Overwrite",

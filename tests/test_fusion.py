@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from cldyn_cli.colour import rgb_to_ycbcr
-from cldyn_cli.fusion import BaseFuser, fuse_images, windows
-from cldyn_cli.models.vfn import VFN, VFNConfig
+from cldyn_cli.fusion import Fuser, fuse_images, windows
+from cldyn_cli.models.vfn import VFN, VFNConfig, stretch_range, with_stretch
 
 
 @pytest.fixture
@@ -30,26 +30,26 @@ def test_windows_cover_every_pixel_once() -> None:
 
 def test_tiled_fusion_equals_whole_image_fusion(model: VFN) -> None:
     ir, vis = torch.rand(1, 1, 150, 203), torch.rand(1, 1, 150, 203)
-    whole = BaseFuser(model, torch.device("cpu")).fuse_y(ir, vis)
-    tiled = BaseFuser(model, torch.device("cpu"), tile=64).fuse_y(ir, vis)
+    whole = Fuser(model, torch.device("cpu")).fuse_y(ir, vis)
+    tiled = Fuser(model, torch.device("cpu"), tile=64).fuse_y(ir, vis)
     assert torch.allclose(whole, tiled, atol=1e-5)
 
 
 def test_automatic_tiling_above_the_threshold(model: VFN) -> None:
     ir, vis = torch.rand(1, 1, 90, 100), torch.rand(1, 1, 90, 100)
-    auto = BaseFuser(model, torch.device("cpu"), auto_tile_pixels=1000)
+    auto = Fuser(model, torch.device("cpu"), auto_tile_pixels=1000)
     assert auto._tile_for(90, 100) is not None
-    assert torch.allclose(auto.fuse_y(ir, vis), BaseFuser(model, torch.device("cpu")).fuse_y(ir, vis), atol=1e-5)
+    assert torch.allclose(auto.fuse_y(ir, vis), Fuser(model, torch.device("cpu")).fuse_y(ir, vis), atol=1e-5)
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (3, 17), (31, 7)])
 def test_tiny_and_odd_sizes(model: VFN, h: int, w: int) -> None:
-    out = fuse_images(BaseFuser(model, torch.device("cpu")), np.random.rand(h, w), np.random.rand(h, w, 3))
+    out = fuse_images(Fuser(model, torch.device("cpu")), np.random.rand(h, w), np.random.rand(h, w, 3))
     assert out.shape == (h, w, 3)
 
 
 def test_grayscale_visible_gives_grayscale_and_colour_keeps_chroma(model: VFN) -> None:
-    fuser = BaseFuser(model, torch.device("cpu"))
+    fuser = Fuser(model, torch.device("cpu"))
     ir = np.random.default_rng(0).random((20, 24)).astype(np.float32)
     assert fuse_images(fuser, ir, np.full((20, 24), 0.4, np.float32)).shape == (20, 24)
     vis = np.zeros((20, 24, 3), np.float32)
@@ -58,3 +58,21 @@ def test_grayscale_visible_gives_grayscale_and_colour_keeps_chroma(model: VFN) -
     cbcr_out = rgb_to_ycbcr(torch.from_numpy(out).permute(2, 0, 1)[None])[0, 1:]
     cbcr_vis = rgb_to_ycbcr(torch.from_numpy(vis).permute(2, 0, 1)[None])[0, 1:]
     assert torch.allclose(cbcr_out, cbcr_vis, atol=1e-4)
+
+
+def test_stretch_maps_each_image_to_the_full_range() -> None:
+    y = torch.tensor([[[[0.2, 0.4], [0.3, 0.6]]], [[[0.5, 0.5], [0.5, 0.5]]]])
+    out = stretch_range(y)
+    assert torch.allclose(out[0, 0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]))
+    assert torch.equal(out[1], y[1])  # a flat image has no range to stretch
+
+
+def test_stretched_tiled_fusion_equals_whole_image_fusion(model: VFN) -> None:
+    model.config = VFNConfig(blocks=2, stretch=True)
+    ir, vis = torch.rand(1, 1, 150, 203), torch.rand(1, 1, 150, 203)
+    whole = Fuser(model, torch.device("cpu")).fuse_y(ir, vis)
+    tiled = Fuser(model, torch.device("cpu"), tile=64).fuse_y(ir, vis)
+    assert torch.allclose(whole, tiled, atol=1e-5)
+    assert whole.min().item() == pytest.approx(0.0, abs=1e-6) and whole.max().item() == pytest.approx(1.0, abs=1e-6)
+    raw = Fuser(with_stretch(model, False), torch.device("cpu")).fuse_y(ir, vis)
+    assert torch.allclose(stretch_range(raw), whole, atol=1e-5)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 
 from cldyn_cli.checkpoint import resumed_step, train_state_path
@@ -19,6 +21,7 @@ from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import load_vfn, save_compensation
 from cldyn_cli.training.closed_loop import (CompensateConfig, StepReport, TaskEntry, load_tasks,
                                             total_steps, train_compensation)
+from cldyn_cli.training.distributed import Ranks, process_group
 
 LOG_FIELDS = ["step", "task", "l_comp", "l_base", "penalty", "loss"]
 
@@ -88,6 +91,7 @@ def compensate(
     The base network and the task networks stay frozen. Each step, every task scores the base and
     the compensated fused images; the reward-penalty losses' gradients are combined with CAGrad.
     One task by flags (--plugin, --data, ...), several through --config tasks.yaml.
+    Under `torchrun --nproc-per-node N` it trains data-parallel: --batch-size is the global batch.
     """
     cfg = with_overrides(read_config(config), dict(
         steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, delta=delta, cagrad_lambda=cagrad_lambda,
@@ -104,12 +108,20 @@ def compensate(
     log_path = log or default_log_path(output)
     if not resume:
         check_new_files([output, log_path, train_state_path(output)], overwrite)
-    dev = resolve_device(device)
+    with process_group(resolve_device(device)) as (ranks, dev):
+        _compensate(cfg, output, base, log_path, resume, dev, quiet or not ranks.is_main, ranks)
+
+
+def _compensate(cfg: CompensateConfig, output: Path, base: Optional[Path], log_path: Path, resume: bool,
+                dev: torch.device, quiet: bool, ranks: Ranks) -> None:
+    """Train and write (rank 0 alone writes the log and the result)."""
     base_model, base_meta = load_vfn(base, dev)
     tasks = load_tasks(cfg.tasks, dev)
     resumed_at = resumed_step(output, resume)
     total = total_steps(cfg, tasks)
-    with progress(quiet) as bar, step_log(log_path, LOG_FIELDS, resumed_at if resume else None) as write:
+    log_rows = step_log(log_path, LOG_FIELDS, resumed_at if resume else None) if ranks.is_main \
+        else contextlib.nullcontext(lambda rows: None)
+    with progress(quiet) as bar, log_rows as write:
         job = bar.add_task("compensating", total=total, completed=resumed_at, status="")
 
         def on_step(reports: list[StepReport], _total: int) -> None:
@@ -118,11 +130,14 @@ def compensate(
                                for r in reports)
             bar.update(job, completed=reports[0].step, status=status)
 
-        compensation = train_compensation(base_model, tasks, output, cfg, dev, resume=resume, on_step=on_step)
+        compensation = train_compensation(base_model, tasks, output, cfg, dev, resume=resume, on_step=on_step,
+                                          ranks=ranks)
+    if not ranks.is_main:
+        return
     extra = {"tasks": [{**asdict(t.entry), "task": t.backend.name, "feature_layer": t.backend.feature_layer}
                        for t in tasks],
              "hyper": cfg.hyper(), "base": str(base) if base else "embedded", "plugins": plugin_versions(),
-             "base_provenance": base_meta.get("provenance", ""), "steps": total,
+             "base_provenance": base_meta.get("provenance", ""), "steps": total, "world_size": ranks.world_size,
              "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     save_compensation(compensation.cpu(), base_model.cpu(), output, extra)
     if not quiet:

@@ -37,6 +37,9 @@ def fuse(
     seed: Annotated[int, typer.Option(help="Random seed for --sample.")] = 0,
     tile: Annotated[Optional[int], typer.Option(min=64, help="Fuse tile by tile with this core size in pixels "
                                                 "(exact, seamless). Default: automatic above 2048x2048.")] = None,
+    stretch: Annotated[Optional[bool], typer.Option("--stretch/--no-stretch", help="Stretch each fused image "
+                                                    "to the full grey range, or not.",
+                                                    show_default="as the base model was trained")] = None,
     resize: Annotated[bool, typer.Option("--resize", help="Resize infrared to the visible size when they differ "
                                          "(otherwise a size mismatch is an error).")] = False,
     device: Device = "auto",
@@ -58,7 +61,7 @@ def fuse(
         check_sizes(pairs)
     check_output_dir(output, [p.name for p in pairs], ".png", overwrite)
     fuser = Fuser(base, rsc=rsc, task=task, task_weights=task_weights, task_config=task_config,
-                  feature_layer=feature_layer, device=device, tile=tile, sample=sample, seed=seed)
+                  feature_layer=feature_layer, device=device, tile=tile, sample=sample, seed=seed, stretch=stretch)
     with all_or_nothing(output) as stage, progress(quiet) as bar:
         job = bar.add_task("fusing", total=len(pairs), status="")
         for pair in pairs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -14,9 +15,10 @@ from cldyn_cli.config import load_config
 from cldyn_cli.data.pairs import find_dataset_pairs
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import save_vfn
-from cldyn_cli.checkpoint import resumed_step, train_state_path
+from cldyn_cli.checkpoint import resumed_step, source_commit, train_state_path
 from cldyn_cli.outputs import check_new_files
 from cldyn_cli.training.base import TrainBaseConfig, train_base, usable_crop
+from cldyn_cli.training.distributed import process_group
 from cldyn_cli.training.log import default_log_path, step_log
 
 
@@ -43,6 +45,21 @@ def train_base_command(
     checkpoint_every: Annotated[Optional[int], typer.Option(
         min=1, help="Save the resumable state every N steps.",
         show_default=default_of(TrainBaseConfig, "checkpoint_every"))] = None,
+    intensity_weight: Annotated[Optional[float], typer.Option(
+        min=0.0, help="Weight of the L1 intensity term toward max(IR, Y).",
+        show_default=default_of(TrainBaseConfig, "intensity_weight"))] = None,
+    gradient_weight: Annotated[Optional[float], typer.Option(
+        min=0.0, help="Weight of the L1 Sobel-texture term toward the sharper source.",
+        show_default=default_of(TrainBaseConfig, "gradient_weight"))] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(
+        help="constant (the paper's) or cosine (decays to 0 by the last step).",
+        show_default=default_of(TrainBaseConfig, "lr_schedule"))] = None,
+    stretch: Annotated[Optional[bool], typer.Option(
+        "--stretch/--no-stretch", help="Whether the saved model stretches each fused image to the full grey "
+        "range.", show_default="no-stretch")] = None,
+    residual: Annotated[Optional[bool], typer.Option(
+        "--residual/--no-residual", help="Let the network predict a correction to the brighter source, "
+        "max(IR, Y), instead of the fused image itself.", show_default="no-residual")] = None,
     log: Annotated[Optional[Path], typer.Option(help="CSV of the loss per step.",
                                                 show_default="OUTPUT with .log.csv")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT's .train-state.safetensors.")] = False,
@@ -54,11 +71,15 @@ def train_base_command(
 
     The resumable state (model, optimiser, step, random state) is saved next to OUTPUT every
     --checkpoint-every steps; --resume continues from it and ends where an uninterrupted run would.
+    Under `torchrun --nproc-per-node N` it trains data-parallel: --batch-size is the global batch.
     Cost on a 2-core CPU: 20-40 s per default step (16 crops of 256x256, L = 4), about 1.6 s with
     --crop 128 --batch-size 8; use a GPU (--device cuda) for full runs.
     """
     cfg = load_config(TrainBaseConfig, config, dict(steps=steps, epochs=epochs, batch_size=batch_size, crop=crop,
-                                                    lr=lr, blocks=blocks, seed=seed, checkpoint_every=checkpoint_every))
+                                                    lr=lr, blocks=blocks, seed=seed, checkpoint_every=checkpoint_every,
+                                                    intensity_weight=intensity_weight, gradient_weight=gradient_weight,
+                                                    lr_schedule=lr_schedule, stretch=stretch,
+                                                    residual=residual))
     if output.exists() and output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'base.safetensors'}")
     log_path = log or default_log_path(output)
@@ -69,19 +90,25 @@ def train_base_command(
     if fitted != cfg.crop:
         typer.echo(f"note: crop {cfg.crop} exceeds the smallest image; using {fitted}", err=True)
         cfg = replace(cfg, crop=fitted)
-    dev = resolve_device(device)
     total = cfg.total_steps(len(pairs))
     resumed_at = resumed_step(output, resume)
-    with progress(quiet) as bar, step_log(log_path, ["step", "loss"], resumed_at if resume else None) as write:
-        job = bar.add_task("training", total=total, completed=resumed_at, status="")
+    with process_group(resolve_device(device)) as (ranks, dev):
+        quiet = quiet or not ranks.is_main
+        log_rows = step_log(log_path, ["step", "loss"], resumed_at if resume else None) if ranks.is_main \
+            else contextlib.nullcontext(lambda rows: None)  # rank 0 alone writes
+        with progress(quiet) as bar, log_rows as write:
+            job = bar.add_task("training", total=total, completed=resumed_at, status="")
 
-        def on_step(step: int, _total: int, loss: float) -> None:
-            write([{"step": step, "loss": loss}])
-            bar.update(job, completed=step, status=f"loss {loss:.4f}")
+            def on_step(step: int, _total: int, loss: float) -> None:
+                write([{"step": step, "loss": loss}])
+                bar.update(job, completed=step, status=f"loss {loss:.4f}")
 
-        model = train_base(pairs, output, cfg, dev, resume=resume, on_step=on_step)
+            model = train_base(pairs, output, cfg, dev, resume=resume, on_step=on_step, ranks=ranks)
+    if not ranks.is_main:
+        return
     provenance = {"data": str(data), "pairs": len(pairs), "steps": total, "seed": cfg.seed,
-                  "train_config": asdict(cfg), "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+                  "train_config": asdict(cfg), "world_size": ranks.world_size, "git_commit": source_commit(),
+                  "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     save_vfn(model.cpu(), output, provenance)
     if not quiet:
         typer.echo(f"wrote {output} and {log_path} (resumable state: {train_state_path(output)})", err=True)
