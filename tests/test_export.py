@@ -95,3 +95,16 @@ def test_a_task_without_a_feature_network_cannot_be_exported(live_compensation: 
     assert result.output.strip() == ("error: task 'toyseg' cannot be exported to ONNX: its plugin offers no "
                                      "exportable feature network; export the base network alone (without --task)")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_keeps_the_residual_output_and_its_clipped_stretch_at_other_sizes(tmp_path: Path) -> None:
+    from cldyn_cli.export import check_onnx, export_onnx
+    from cldyn_cli.models.vfn import VFN, VFNConfig
+
+    torch.manual_seed(0)
+    base = VFN(VFNConfig(blocks=1, residual=True, stretch=True, stretch_clip=0.01)).eval()
+    torch.nn.init.normal_(base.decoder.head[3].weight, std=0.3)  # a non-trivial correction of max(IR, Y)
+    export_onnx(base, tmp_path / "s.onnx")
+    graph = FusionGraph(base).eval()
+    for height, width in [(75, 101), (40, 33)]:
+        assert check_onnx(graph, tmp_path / "s.onnx", height, width) < 1e-4
