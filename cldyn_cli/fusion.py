@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cldyn_cli.colour import luminance, recombine
-from cldyn_cli.models.vfn import VFN, BlockHook, fold_batchnorm, stretch_range
+from cldyn_cli.models.vfn import VFN, BlockHook, fold_batchnorm
 
 if TYPE_CHECKING:
     from cldyn_cli.models.rsc import SemanticCompensation
@@ -88,7 +88,7 @@ class Fuser:
             out = self._tiled(ir_p, vis_p, tile)
         out = out[..., :height, :width].float().cpu()
         # Stretched here, over the whole image, so that tiles and padding cannot change it.
-        return stretch_range(out) if self.model.config.stretch else out
+        return self.model.stretched(out) if self.model.config.stretch else out
 
     def _tiled(self, ir: torch.Tensor, vis_y: torch.Tensor, tile: int) -> torch.Tensor:
         model = self.model

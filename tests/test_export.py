@@ -107,3 +107,16 @@ def test_missing_onnx_is_one_line(tmp_path, monkeypatch) -> None:
     assert result.exit_code == 2 and result.output.strip().splitlines() == [
         "error: exporting needs the onnx package: pip install 'cldyn[export]'"]
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_keeps_the_residual_output_and_its_clipped_stretch_at_other_sizes(tmp_path: Path) -> None:
+    from cldyn_cli.export import check_onnx, export_onnx
+    from cldyn_cli.models.vfn import VFN, VFNConfig
+
+    torch.manual_seed(0)
+    base = VFN(VFNConfig(blocks=1, residual=True, stretch=True, stretch_clip=0.01)).eval()
+    torch.nn.init.normal_(base.decoder.head[3].weight, std=0.3)  # a non-trivial correction of max(IR, Y)
+    export_onnx(base, tmp_path / "s.onnx")
+    graph = FusionGraph(base).eval()
+    for height, width in [(75, 101), (40, 33)]:
+        assert check_onnx(graph, tmp_path / "s.onnx", height, width) < 1e-4

@@ -76,3 +76,12 @@ def test_stretched_tiled_fusion_equals_whole_image_fusion(model: VFN) -> None:
     assert whole.min().item() == pytest.approx(0.0, abs=1e-6) and whole.max().item() == pytest.approx(1.0, abs=1e-6)
     raw = Fuser(with_stretch(model, False), torch.device("cpu")).fuse_y(ir, vis)
     assert torch.allclose(stretch_range(raw), whole, atol=1e-5)
+
+
+def test_clipped_stretch_ignores_outliers() -> None:
+    core = torch.linspace(0.2, 0.6, 100)
+    y = torch.cat([torch.tensor([0.0]), core, torch.tensor([1.0])]).view(1, 1, 2, 51)
+    out = stretch_range(y, clip=0.01)  # 102 values: one may saturate at each end
+    assert torch.allclose(out.flatten()[1:-1], (core - 0.2) / 0.4, atol=1e-6)
+    assert out.flatten()[0] == 0.0 and out.flatten()[-1] == 1.0
+    assert torch.allclose(stretch_range(y), y)  # min 0 and max 1 already: plain min-max changes nothing

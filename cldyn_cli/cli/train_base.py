@@ -57,6 +57,9 @@ def train_base_command(
     stretch: Annotated[Optional[bool], typer.Option(
         "--stretch/--no-stretch", help="Whether the saved model stretches each fused image to the full grey "
         "range.", show_default="no-stretch")] = None,
+    stretch_clip: Annotated[Optional[float], typer.Option(
+        min=0.0, max=0.49, help="Fraction of pixels the stretch may saturate at each end, so that a few "
+        "outliers cannot cancel it.", show_default=default_of(TrainBaseConfig, "stretch_clip"))] = None,
     residual: Annotated[Optional[bool], typer.Option(
         "--residual/--no-residual", help="Let the network predict a correction to the brighter source, "
         "max(IR, Y), instead of the fused image itself.", show_default="no-residual")] = None,
@@ -78,7 +81,7 @@ def train_base_command(
     cfg = load_config(TrainBaseConfig, config, dict(steps=steps, epochs=epochs, batch_size=batch_size, crop=crop,
                                                     lr=lr, blocks=blocks, seed=seed, checkpoint_every=checkpoint_every,
                                                     intensity_weight=intensity_weight, gradient_weight=gradient_weight,
-                                                    lr_schedule=lr_schedule, stretch=stretch,
+                                                    lr_schedule=lr_schedule, stretch=stretch, stretch_clip=stretch_clip,
                                                     residual=residual))
     if output.exists() and output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'base.safetensors'}")

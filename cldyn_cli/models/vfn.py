@@ -30,6 +30,7 @@ class VFNConfig:
     blocks: int = 4  # L: blocks per encoder and in the decoder
     channels: int = 8  # feature width of each branch
     stretch: bool = False  # stretch each fused image to the full range [0, 1] (see stretch_range)
+    stretch_clip: float = 0.0  # fraction of pixels the stretch may saturate at each end (0: min to max)
     residual: bool = False  # predict a correction to max(IR, Y) instead of the fused image itself
 
     def to_dict(self) -> dict:
@@ -193,7 +194,11 @@ class VFN(nn.Module):
         fused = self.decoder(self.fusion(f_ir, f_vis, channel_attention))
         if self.config.residual:  # the decoder's [0, 1] output, centred, corrects the brighter source
             fused = (torch.maximum(ir, vis_y) + fused - 0.5).clamp(0.0, 1.0)
-        return stretch_range(fused) if (self.config.stretch if stretch is None else stretch) else fused
+        return self.stretched(fused) if (self.config.stretch if stretch is None else stretch) else fused
+
+    def stretched(self, fused: torch.Tensor) -> torch.Tensor:
+        """``fused`` with this model's output stretch applied (whatever the config's on/off switch)."""
+        return stretch_range(fused, self.config.stretch_clip)
 
     def receptive_radius(self) -> int:
         """Pixels of context each output pixel depends on (besides the global channel attention).
@@ -203,16 +208,27 @@ class VFN(nn.Module):
         return 9 + 8 * self.config.blocks
 
 
-def stretch_range(y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Map each image's darkest fused value to 0 and its brightest to 1 (a flat image stays as it is).
+def stretch_range(y: torch.Tensor, clip: float = 0.0, eps: float = 1e-6) -> torch.Tensor:
+    """A per-image linear contrast stretch of (B, C, H, W) images to the full range [0, 1].
 
-    A per-image linear contrast stretch, as CDDFuse and other fusion methods apply to their output
-    before saving it: it uses the full grey range without changing the image's structure.
+    With ``clip`` = 0 each image's darkest value becomes 0 and its brightest 1, as CDDFuse does to
+    its output; with ``clip`` = c the values at the c and 1 - c quantiles do, and the at most c of
+    the pixels beyond each end saturate, so that a few outliers cannot cancel the stretch. A flat
+    image stays as it is. The quantile index is computed from tensors, so exported graphs keep it
+    right for every image size.
     """
-    lo = y.amin(dim=(-3, -2, -1), keepdim=True)
-    span = y.amax(dim=(-3, -2, -1), keepdim=True) - lo
-    flat = span < eps
-    return torch.where(flat, y, (y - lo) / torch.where(flat, torch.ones_like(span), span))
+    flat = y.flatten(1)
+    if clip > 0:
+        ordered = flat.sort(dim=1).values
+        last = torch.ones_like(flat[:1]).sum(dim=1, keepdim=True) - 1  # n - 1, as a tensor
+        low = (last * clip).floor().long().expand(flat.shape[0], 1)
+        lo, hi = ordered.gather(1, low), ordered.gather(1, last.long().expand(flat.shape[0], 1) - low)
+    else:
+        lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+    lo, span = lo.view(-1, 1, 1, 1), (hi - lo).view(-1, 1, 1, 1)
+    flat_image = span < eps
+    stretched = (y - lo) / torch.where(flat_image, torch.ones_like(span), span)
+    return torch.where(flat_image, y, stretched.clamp(0.0, 1.0))
 
 
 def with_stretch(model: VFN, stretch: Optional[bool]) -> VFN:

@@ -45,6 +45,7 @@ class TrainBaseConfig:
     gradient_weight: float = GRADIENT_WEIGHT
     lr_schedule: str = "constant"  # or "cosine": decay to 0 over the run (better short runs)
     stretch: bool = False  # the saved model stretches its output to [0, 1] (training sees the raw output)
+    stretch_clip: float = 0.0  # fraction of pixels the stretch may saturate at each end
     residual: bool = False  # the network corrects max(IR, Y) rather than drawing the fused image from scratch
 
     def total_steps(self, n_pairs: int) -> int:
@@ -143,7 +144,8 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
     store = PairStore(pairs)
     torch.manual_seed(config.seed)
     # Channels-last runs the narrow (8-32 channel) convolutions faster on CPU, in training too.
-    model = VFN(VFNConfig(blocks=config.blocks, stretch=config.stretch, residual=config.residual))
+    model = VFN(VFNConfig(blocks=config.blocks, stretch=config.stretch,
+                            stretch_clip=config.stretch_clip, residual=config.residual))
     model = model.to(device, memory_format=torch.channels_last).train()
     parallel = data_parallel(model, ranks, device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
