@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from cldyn_cli.data.images import read_image, read_infrared, write_png
 from cldyn_cli.data.pairs import find_pairs
 from cldyn_cli.fusion import Fuser, to_array, to_tensor
 from cldyn_cli.models.loading import load_vfn
+from cldyn_cli.models.vfn import with_stretch
 
 METRICS = ["EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"]
 # Zhao et al., "CDDFuse: Correlation-Driven Dual-Branch Feature Decomposition for Multi-Modality Image
@@ -75,9 +77,16 @@ def score(ir: Path, vis: Path, fused: Path, json_path: Path) -> dict[str, float]
 
 
 def methods(bases: list[Path]) -> list[tuple[str, Callable, bool]]:
-    """(name, fuse_y, is_network) for the shipped model, each --base, and the two baselines."""
-    out = [(label, Fuser(load_vfn(path)[0], torch.device("cpu")).fuse_y, True)
-           for label, path in [("cldyn default", None)] + [(p.stem, p) for p in bases]]
+    """(name, fuse_y, is_network) for the shipped model, each --base, and the two baselines.
+
+    A network whose output is stretched also appears unstretched, to show what the stretch adds.
+    """
+    out = []
+    for label, path in [("cldyn default", None)] + [(p.stem, p) for p in bases]:
+        model = load_vfn(path)[0]
+        out.append((label, Fuser(model, torch.device("cpu")).fuse_y, True))
+        if model.config.stretch:
+            out.append((f"{label}, --no-stretch", Fuser(with_stretch(model, False), torch.device("cpu")).fuse_y, True))
     out.append(("average (IR+Y)/2", lambda ir, y: (ir + y) / 2, False))
     out.append(("pixel-wise max", torch.maximum, False))
     return out
@@ -119,7 +128,7 @@ def main() -> None:
     for set_name, ir_dir, vis_dir in args.sets:
         pairs = find_pairs(ir_dir, vis_dir)
         for label, fuse_y, is_network in fusers:
-            out = args.work / set_name / label.replace(" ", "_").replace("/", "_")
+            out = args.work / set_name / re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_")
             shutil.rmtree(out, ignore_errors=True)
             seconds = fuse_set(pairs, fuse_y, out)
             means = score(ir_dir, vis_dir, out, out.with_suffix(".json"))
