@@ -94,6 +94,7 @@ def train_base_command(
         typer.echo(f"note: crop {cfg.crop} exceeds the smallest image; using {fitted}", err=True)
         cfg = replace(cfg, crop=fitted)
     total = cfg.total_steps(len(pairs))
+    commit = source_commit()  # the code as the run starts (files edited during a long run do not count)
     resumed_at = resumed_step(output, resume)
     with process_group(resolve_device(device)) as (ranks, dev):
         quiet = quiet or not ranks.is_main
@@ -110,7 +111,7 @@ def train_base_command(
     if not ranks.is_main:
         return
     provenance = {"data": str(data), "pairs": len(pairs), "steps": total, "seed": cfg.seed,
-                  "train_config": asdict(cfg), "world_size": ranks.world_size, "git_commit": source_commit(),
+                  "train_config": asdict(cfg), "world_size": ranks.world_size, "git_commit": commit,
                   "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     save_vfn(model.cpu(), output, provenance)
     if not quiet:
