@@ -1,5 +1,6 @@
 """Checkpoints: round trip, metadata, and clear errors for foreign or corrupt files."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -39,4 +40,7 @@ def test_corrupt_and_missing_files_are_user_errors(tmp_path: Path) -> None:
 def test_embedded_model_loads_with_provenance() -> None:
     model, meta = load_vfn()
     assert embedded_base_path().is_file()
-    assert model.config.blocks == 4 and "steps" in meta["provenance"]
+    assert model.config.blocks == 2 and model.config.residual and model.config.stretch  # the shipped recipe
+    provenance = json.loads(meta["provenance"])
+    assert (provenance["pairs"], provenance["steps"], provenance["seed"]) == (171, 1200, 0)
+    assert provenance["data"].endswith("roadscene-non-benchmark") and len(provenance["git_commit"]) >= 40

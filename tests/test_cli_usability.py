@@ -99,7 +99,7 @@ def test_info_describes_a_checkpoint_and_its_provenance(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "base fusion network (VFN)" in result.output and "provenance:" in result.output
     about = json.loads(runner.invoke(app, ["info", str(embedded_base_path()), "--json"]).output)
-    assert about["metadata"]["format"] == "cldyn.vfn" and about["metadata"]["config"]["blocks"] == 4
+    assert about["metadata"]["format"] == "cldyn.vfn" and about["metadata"]["config"]["blocks"] == 2
     assert about["numbers"] > 40_000
     (tmp_path / "x.safetensors").write_bytes(b"junk")
     result = runner.invoke(app, ["info", str(tmp_path / "x.safetensors")])
