@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cldyn_cli import __version__
+from cldyn_cli.ui import OneLineErrors
 
 app = typer.Typer(
     name="cldyn",
@@ -13,6 +14,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrors,
 )
 
 

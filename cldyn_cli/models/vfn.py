@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from cldyn_cli.config import setting
+
 SLOPE = 0.2
 
 # Called after encoder block i of a branch ("ir" or "vis") with its output; returns the
@@ -27,8 +29,8 @@ BlockHook = Callable[[str, int, torch.Tensor], torch.Tensor]
 class VFNConfig:
     """Shape of a VFN; stored in every checkpoint."""
 
-    blocks: int = 4  # L: blocks per encoder and in the decoder
-    channels: int = 8  # feature width of each branch
+    blocks: int = setting(4, min=1)  # L: blocks per encoder and in the decoder
+    channels: int = setting(8, min=1)  # feature width of each branch
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -18,6 +18,7 @@ import torch
 from cldyn_cli.checkpoint import (TRAIN_STATE_FORMAT, atomic_save, check_resumable, existing_train_state,
                                   load_checkpoint, metadata_json, train_state_path)
 from cldyn_cli.colour import luminance
+from cldyn_cli.config import setting
 from cldyn_cli.data.images import read_image, read_infrared
 from cldyn_cli.data.pairs import Pair, check_sizes
 from cldyn_cli.errors import UserError
@@ -32,14 +33,14 @@ StepCallback = Callable[[int, int, float], None]  # (step, total, loss)
 class TrainBaseConfig:
     """Hyper-parameters of `cldyn train-base` (METHOD.md's reference values by default)."""
 
-    crop: int = 256
-    batch_size: int = 16
-    lr: float = 1e-3
-    epochs: int = 100
-    steps: Optional[int] = None  # when set, overrides epochs
-    blocks: int = 4
-    seed: int = 0
-    checkpoint_every: int = 200
+    crop: int = setting(256, min=16)
+    batch_size: int = setting(16, min=1)
+    lr: float = setting(1e-3, above=0)
+    epochs: int = setting(100, min=1)
+    steps: Optional[int] = setting(None, min=1)  # when set, overrides epochs
+    blocks: int = setting(4, min=1)
+    seed: int = setting(0, min=0)
+    checkpoint_every: int = setting(200, min=1)
 
     def total_steps(self, n_pairs: int) -> int:
         return self.steps if self.steps is not None else self.epochs * math.ceil(n_pairs / self.batch_size)

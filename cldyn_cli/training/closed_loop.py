@@ -18,6 +18,7 @@ import torch
 
 from cldyn_cli.checkpoint import (RSC_TRAIN_STATE_FORMAT, atomic_save, check_resumable, existing_train_state,
                                   load_checkpoint, metadata_json, train_state_path)
+from cldyn_cli.config import setting
 from cldyn_cli.errors import UserError
 from cldyn_cli.fusion import compensated_y, task_rgb
 from cldyn_cli.models.rsc import RSCConfig, SemanticCompensation
@@ -45,23 +46,23 @@ class CompensateConfig:
     """Hyper-parameters of `cldyn compensate` (METHOD.md's values by default)."""
 
     tasks: list[TaskEntry] = field(default_factory=list)
-    epochs: int = 50
-    steps: Optional[int] = None  # when set, overrides epochs
-    batch_size: int = 4
-    lr: float = 0.01
-    weight_decay: float = 1e-4
-    delta: float = 5.0
-    cagrad_lambda: float = 0.5
-    clip_norm: float = 1.0
-    rsc_blocks: int = 1
-    embed_dim: int = 256
-    filters: int = 4
-    sets: int = 4
-    vectors: int = 32
-    tau: float = 0.5
-    seed: int = 0
-    checkpoint_every: int = 50
-    precision: str = "fp32"
+    epochs: int = setting(50, min=1)
+    steps: Optional[int] = setting(None, min=1)  # when set, overrides epochs
+    batch_size: int = setting(4, min=1)
+    lr: float = setting(0.01, above=0)
+    weight_decay: float = setting(1e-4, min=0)
+    delta: float = setting(5.0, min=0)
+    cagrad_lambda: float = setting(0.5, min=0)
+    clip_norm: float = setting(1.0, above=0)
+    rsc_blocks: int = setting(1, min=1)
+    embed_dim: int = setting(256, min=4, multiple=4)
+    filters: int = setting(4, min=1)
+    sets: int = setting(4, choices=(4,))  # one basis set per kernel type
+    vectors: int = setting(32, min=1)
+    tau: float = setting(0.5, above=0)
+    seed: int = setting(0, min=0)
+    checkpoint_every: int = setting(50, min=1)
+    precision: str = setting("fp32", choices=("fp32", "bf16"))
 
     def rsc_config(self, channels: int) -> RSCConfig:
         return RSCConfig(blocks=self.rsc_blocks, embed_dim=self.embed_dim, channels=channels, filters=self.filters,
