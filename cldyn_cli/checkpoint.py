@@ -35,6 +35,8 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, fmt: str, config: 
 
 def read_metadata(path: Path) -> dict[str, str]:
     """The string metadata of a safetensors file; a missing, foreign or corrupt file is a UserError."""
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a folder; give a .safetensors file")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; check the path")
     try:
@@ -83,6 +85,13 @@ def check_resumable(saved: dict, config: object, keys: tuple[str, ...], path: Pa
     if changed:
         detail = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
         raise UserError(f"cannot resume from {path}: it was trained with {detail}; use the same settings")
+
+
+def incomplete_state(path: Path, exc: Exception) -> UserError:
+    """The error for a training state that lacks tensors a resumed run needs (or holds wrong ones)."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(f"{path} is not a complete training state ({type(exc).__name__}: {detail[:120]}); "
+                     "delete it and run without --resume")
 
 
 def metadata_json(metadata: dict[str, str], key: str, path: Path) -> Any:

@@ -85,4 +85,8 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 Seed = Annotated[int, typer.Option(help="Random seed; the same seed repeats a CPU run exactly.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace existing outputs instead of stopping.")]
+MaxPixels = Annotated[int, typer.Option(min=1, help="Largest image (width x height) read or written; larger "
+                                        "ones are refused before decoding.")]
+TrustCheckpoint = Annotated[bool, typer.Option(help="Unpickle task checkpoints in full (runs code stored in "
+                                               "them). Only for files you trust; safe loading is the default.")]
 OptionalPath = Annotated[Path | None, typer.Option()]

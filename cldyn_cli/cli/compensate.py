@@ -10,11 +10,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from cldyn_cli.checkpoint import resumed_step
-from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.checkpoint import resumed_step, train_state_path
+from cldyn_cli.ui import Device, MaxPixels, Quiet, TrustCheckpoint, progress, resolve_device, user_errors
 from cldyn_cli.config import build, read_yaml, with_overrides
+from cldyn_cli.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import load_vfn, save_compensation
+from cldyn_cli.outputs import atomic_path, check_writable
 from cldyn_cli.training.closed_loop import (CompensateConfig, StepReport, TaskEntry, load_tasks,
                                             total_steps, train_compensation)
 
@@ -42,8 +44,20 @@ def _log_rows(log: Path, keep_until: int) -> list[dict[str, str]]:
     """Rows of an earlier log up to the step a resumed run restarts from."""
     if not log.exists():
         return []
-    with log.open(newline="") as handle:
-        return [row for row in csv.DictReader(handle) if int(row["step"]) <= keep_until]
+    try:
+        with log.open(newline="") as handle:
+            return [row for row in csv.DictReader(handle) if int(row["step"]) <= keep_until]
+    except (OSError, csv.Error, KeyError, TypeError, ValueError, UnicodeDecodeError):
+        raise UserError(f"--log {log} is not a log written by cldyn compensate; move it away or give "
+                        "another --log") from None
+
+
+def _write_log(log: Path, rows: list[dict]) -> None:
+    """The whole log, replaced atomically (it is written at each checkpoint, in step with the state)."""
+    with atomic_path(log) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 @user_errors
@@ -78,6 +92,8 @@ def compensate(
                                                 "with .log.csv].")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUTPUT's .train-state.safetensors.")] = False,
     device: Device = "auto",
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    trust_checkpoint: TrustCheckpoint = False,
     quiet: Quiet = False,
 ) -> None:
     """Train the requirement-driven semantic compensation (bank + one RSC per branch).
@@ -98,28 +114,27 @@ def compensate(
         raise UserError("no task given; pass --plugin NAME --data DIR, or --config with a tasks: list")
     if output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'rsc.safetensors'}")
+    log_path = log or output.with_name(output.stem + ".log.csv")
+    for path, what in ((output, "--output"), (train_state_path(output), "training state"), (log_path, "--log")):
+        check_writable(path, what)
+    set_max_pixels(max_pixels)
     dev = resolve_device(device)
     base_model, base_meta = load_vfn(base, dev)
-    tasks = load_tasks(cfg.tasks, dev)
-    log_path = log or output.with_name(output.stem + ".log.csv")
+    tasks = load_tasks(cfg.tasks, dev, trust_checkpoint)
     resumed_at = resumed_step(output, resume)
-    kept = _log_rows(log_path, resumed_at) if resume else []
+    rows = _log_rows(log_path, resumed_at) if resume else []
     total = total_steps(cfg, tasks)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with progress(quiet) as bar, log_path.open("w", newline="") as log_file:
-        writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(kept)
+    with progress(quiet) as bar:
         job = bar.add_task("compensating", total=total, completed=resumed_at, status="")
 
         def on_step(reports: list[StepReport], _total: int) -> None:
-            writer.writerows({k: getattr(r, k) for k in LOG_FIELDS} for r in reports)
-            log_file.flush()
+            rows.extend({k: getattr(r, k) for k in LOG_FIELDS} for r in reports)
             status = "  ".join(f"{r.task}: comp {r.l_comp:.3f} base {r.l_base:.3f} pen {r.penalty:.3f}"
                                for r in reports)
             bar.update(job, completed=reports[0].step, status=status)
 
-        compensation = train_compensation(base_model, tasks, output, cfg, dev, resume=resume, on_step=on_step)
+        compensation = train_compensation(base_model, tasks, output, cfg, dev, resume=resume, on_step=on_step,
+                                          on_checkpoint=lambda _step: _write_log(log_path, rows))
     extra = {"tasks": [{**asdict(t.entry), "task": t.backend.name, "feature_layer": t.backend.feature_layer}
                        for t in tasks],
              "hyper": cfg.hyper(), "base": str(base) if base else "embedded",

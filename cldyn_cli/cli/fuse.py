@@ -10,8 +10,9 @@ import numpy as np
 import torch
 import typer
 
-from cldyn_cli.ui import Device, Overwrite, Quiet, progress, resolve_device, user_errors
-from cldyn_cli.data.images import read_image, read_infrared, write_png
+from cldyn_cli.ui import (Device, MaxPixels, Overwrite, Quiet, TrustCheckpoint, progress, resolve_device,
+                          user_errors)
+from cldyn_cli.data.images import DEFAULT_MAX_PIXELS, read_image, read_infrared, set_max_pixels, write_png
 from cldyn_cli.data.pairs import check_sizes, find_pairs
 from cldyn_cli.errors import UserError
 from cldyn_cli.checkpoint import metadata_json
@@ -48,6 +49,8 @@ def fuse(
     resize: Annotated[bool, typer.Option(help="Resize infrared to the visible size when they differ "
                                          "(otherwise a size mismatch is an error).")] = False,
     device: Device = "auto",
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    trust_checkpoint: TrustCheckpoint = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
@@ -61,16 +64,18 @@ def fuse(
     if task is not None and base is not None:
         raise UserError("--base cannot be combined with --rsc: the compensation file carries the base it was "
                         "trained with")
+    set_max_pixels(max_pixels)
     pairs = find_pairs(ir, vis)
     if not resize:
         check_sizes(pairs)
-    check_output_dir(output, [p.name for p in pairs], ".png", overwrite)
     dev = resolve_device(device)
-    if task is None:
-        fuse_one = base_fusion(Fuser(load_vfn(base)[0], dev, tile))
-    else:
-        fuse_one = task_fusion(task, rsc, TaskOptions(task_weights, task_config, dev, feature_layer), sample, seed)
-    with all_or_nothing(output) as stage, progress(quiet) as bar:
+    with all_or_nothing(output) as stage, progress(quiet) as bar:  # the output folder is locked from here on
+        check_output_dir(output, [p.name for p in pairs], ".png", overwrite)
+        if task is None:
+            fuse_one = base_fusion(Fuser(load_vfn(base)[0], dev, tile))
+        else:
+            options = TaskOptions(task_weights, task_config, dev, feature_layer, trust_checkpoint)
+            fuse_one = task_fusion(task, rsc, options, sample, seed)
         job = bar.add_task("fusing", total=len(pairs), status="")
         for pair in pairs:
             vis_img = read_image(pair.vis)

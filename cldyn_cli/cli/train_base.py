@@ -9,8 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.ui import Device, MaxPixels, Quiet, progress, resolve_device, user_errors
 from cldyn_cli.config import load_config
+from cldyn_cli.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
+from cldyn_cli.outputs import check_writable
 from cldyn_cli.data.pairs import find_dataset_pairs
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import save_vfn
@@ -36,6 +38,7 @@ def train_base_command(
                                                             "steps [default: 200].")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUTPUT's .train-state.safetensors.")] = False,
     device: Device = "auto",
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     quiet: Quiet = False,
 ) -> None:
     """Train the base fusion network (VFN) with METHOD.md's loss.
@@ -47,6 +50,9 @@ def train_base_command(
                                                     lr=lr, blocks=blocks, seed=seed, checkpoint_every=checkpoint_every))
     if output.exists() and output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'base.safetensors'}")
+    check_writable(output, "--output")
+    check_writable(train_state_path(output), "training state")
+    set_max_pixels(max_pixels)
     pairs = find_dataset_pairs(data)
     fitted = usable_crop(pairs, cfg.crop)
     if fitted != cfg.crop:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cldyn_cli.checkpoint import (TRAIN_STATE_FORMAT, atomic_save, check_resumable, existing_train_state,
-                                  load_checkpoint, metadata_json, train_state_path)
+                                  incomplete_state, load_checkpoint, metadata_json, train_state_path)
 from cldyn_cli.colour import luminance
 from cldyn_cli.config import setting
 from cldyn_cli.data.images import read_image, read_infrared
@@ -27,13 +27,14 @@ from cldyn_cli.losses import fusion_loss
 from cldyn_cli.models.vfn import VFN, VFNConfig
 
 StepCallback = Callable[[int, int, float], None]  # (step, total, loss)
+MIN_CROP = 16  # smaller crops leave the dilated, reflect-padded convolutions no room
 
 
 @dataclass
 class TrainBaseConfig:
     """Hyper-parameters of `cldyn train-base` (METHOD.md's reference values by default)."""
 
-    crop: int = setting(256, min=16)
+    crop: int = setting(256, min=MIN_CROP)
     batch_size: int = setting(16, min=1)
     lr: float = setting(1e-3, above=0)
     epochs: int = setting(100, min=1)
@@ -133,16 +134,22 @@ def load_state(path: Path, model: VFN, opt: torch.optim.Adam, gen: torch.Generat
     """Restore a run from ``path`` and return the step it had reached."""
     tensors, metadata = load_checkpoint(path, TRAIN_STATE_FORMAT)
     check_resumable(metadata_json(metadata, "config", path), config, _RESUME_KEYS, path)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    restore_optimizer(opt, tensors)
-    gen.set_state(tensors["rng.augment"])
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        restore_optimizer(opt, tensors)
+        gen.set_state(tensors["rng.augment"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise incomplete_state(path, exc) from None
     return int(metadata_json(metadata, "step", path))
 
 
 def usable_crop(pairs: list[Pair], crop: int) -> int:
     """The crop size, shrunk to the smallest training image when needed."""
-    smallest = min(min(hw) for hw in check_sizes(pairs))
-    return min(crop, smallest)
+    (height, width), pair = min(zip(check_sizes(pairs), pairs), key=lambda item: min(item[0]))
+    if min(height, width) < MIN_CROP:
+        raise UserError(f"training image {pair.vis} is {width}x{height}; train-base needs images of at least "
+                        f"{MIN_CROP}x{MIN_CROP}")
+    return min(crop, height, width)
 
 
 def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device: torch.device,

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from cldyn_cli.checkpoint import (RSC_TRAIN_STATE_FORMAT, atomic_save, check_resumable, existing_train_state,
-                                  load_checkpoint, metadata_json, train_state_path)
+                                  incomplete_state, load_checkpoint, metadata_json, train_state_path)
 from cldyn_cli.config import setting
 from cldyn_cli.errors import UserError
 from cldyn_cli.fusion import compensated_y, task_rgb
@@ -161,16 +161,24 @@ def _load_state(path: Path, compensation: SemanticCompensation, opt: torch.optim
                 config: CompensateConfig) -> int:
     tensors, metadata = load_checkpoint(path, RSC_TRAIN_STATE_FORMAT)
     check_resumable(metadata_json(metadata, "config", path), config, _RESUME_KEYS, path)
-    compensation.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("rsc.")})
-    restore_optimizer(opt, tensors)
-    torch.set_rng_state(tensors["rng.torch"])
+    try:
+        compensation.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("rsc.")})
+        restore_optimizer(opt, tensors)
+        torch.set_rng_state(tensors["rng.torch"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise incomplete_state(path, exc) from None
     return int(metadata_json(metadata, "step", path))
 
 
 def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config: CompensateConfig,
                        device: torch.device, resume: bool = False,
-                       on_step: Optional[StepCallback] = None) -> SemanticCompensation:
-    """Train the bank and both RSCs against ``tasks`` with ``base`` and the task networks frozen."""
+                       on_step: Optional[StepCallback] = None,
+                       on_checkpoint: Optional[Callable[[int], None]] = None) -> SemanticCompensation:
+    """Train the bank and both RSCs against ``tasks`` with ``base`` and the task networks frozen.
+
+    ``on_checkpoint(step)`` runs just before each state save, so that what it writes (the log) is
+    never behind the state a resumed run starts from.
+    """
     if not tasks:
         raise UserError("no tasks to compensate for; give --plugin or a config with a tasks: list")
     base = base.to(device).eval().requires_grad_(False)
@@ -201,15 +209,19 @@ def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config:
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        if step % config.checkpoint_every == 0 or step == total:
-            _save_state(train_state_path(output), compensation, opt, step, config)
         if on_step is not None:
             on_step(reports, total)
+        if step % config.checkpoint_every == 0 or step == total:
+            if on_checkpoint is not None:
+                on_checkpoint(step)
+            _save_state(train_state_path(output), compensation, opt, step, config)
     return compensation.eval()
 
 
-def load_tasks(entries: list[TaskEntry], device: torch.device) -> list[LoadedTask]:
-    """Resolve each entry's plugin, load its frozen network and its training split."""
+def load_tasks(entries: list[TaskEntry], device: torch.device, trust: bool = False) -> list[LoadedTask]:
+    """Resolve each entry's plugin, load its frozen network and its training split.
+
+    ``trust`` (--trust-checkpoint) lets a plugin unpickle task weights in full."""
     from cldyn_cli.plugins import get_task
     from cldyn_cli.tasks import TaskOptions
 
@@ -218,7 +230,7 @@ def load_tasks(entries: list[TaskEntry], device: torch.device) -> list[LoadedTas
         spec = get_task(entry.plugin)
         options = TaskOptions(weights=Path(entry.weights) if entry.weights else None,
                               config=Path(entry.config) if entry.config else None,
-                              device=device, feature_layer=entry.feature_layer)
+                              device=device, feature_layer=entry.feature_layer, trust=trust)
         backend = spec.load(options)
         dataset = backend.dataset(Path(entry.data), entry.split)
         if len(dataset) == 0:
