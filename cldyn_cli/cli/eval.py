@@ -17,9 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cldyn_cli.ui import Quiet, progress, user_errors
+from cldyn_cli.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
+from cldyn_cli.ui import MaxPixels, Quiet, progress, user_errors
 from cldyn_cli.errors import UserError
-from cldyn_cli.outputs import atomic_path
+from cldyn_cli.outputs import atomic_path, check_writable
 from cldyn_cli.metrics import CONVENTIONS, DEFAULT_CONVENTION, HIGHER_IS_BETTER, parse_metric_names
 from cldyn_cli.metrics.conventions import get_convention, metric_notes
 from cldyn_cli.metrics.evaluate import (GRAYSCALE_NOTE, Job, Summary, best_methods, build_jobs, evaluate_job,
@@ -30,17 +31,15 @@ THUMB_SIZE = 200
 
 
 def _check_output_file(path: Path | None, what: str) -> None:
-    if path is None:
-        return
-    if path.is_dir():
-        raise UserError(f"{what} {path} is a folder; give a file name")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise UserError(f"{what} {path}: {path.parent} is not a folder")
+    if path is not None:
+        check_writable(path, what)
 
 
 def _check_report_dir(path: Path | None) -> None:
     if path is not None and path.exists() and not path.is_dir():
         raise UserError(f"--report {path} is a file; give a folder (index.html is written into it)")
+    if path is not None:
+        check_writable(path, "--report", is_folder=True)
 
 
 def _write_all(outputs: dict[Path, str]) -> None:
@@ -181,6 +180,7 @@ def evaluate(
         help="Folder to write a self-contained HTML report into (index.html).", show_default=False)] = None,
     workers: Annotated[int, typer.Option(
         min=0, help="Processes computing metrics in parallel (0: one per CPU core, at most 8).")] = 0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     quiet: Quiet = False,
 ) -> None:
     """Score fused images with fusion-quality metrics (8-bit grey, visible as luminance).
@@ -195,6 +195,7 @@ def evaluate(
         chosen = parse_metric_names(metrics)
     except ValueError as exc:
         raise UserError(f"--metrics: {exc}") from None
+    set_max_pixels(max_pixels)
     fused = list(fused_args or []) + list(fused_opts or [])
     _check_output_file(json_out, "--json")
     _check_output_file(csv_out, "--csv")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,6 +11,7 @@ import typer
 from cldyn_cli.errors import UserError
 from cldyn_cli.export import DEFAULT_OPSET, check_onnx, export_onnx
 from cldyn_cli.models.loading import load_vfn
+from cldyn_cli.outputs import check_writable
 from cldyn_cli.ui import Quiet, user_errors
 
 TOLERANCE = 1e-4
@@ -32,6 +34,10 @@ def export(
     """
     if output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'cldyn.onnx'}")
+    check_writable(output, "--output")
+    missing = [m for m in ("onnx",) + (("onnxruntime",) if check else ()) if find_spec(m) is None]
+    if missing:
+        raise UserError(f"export needs {', '.join(missing)}: pip install 'cldyn[export]'")
     model, _ = load_vfn(base)
     export_onnx(model, output, opset)
     if check:

@@ -16,7 +16,7 @@ from cldyn_cli.outputs import check_writable
 from cldyn_cli.data.pairs import find_dataset_pairs
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import save_vfn
-from cldyn_cli.checkpoint import train_state_path
+from cldyn_cli.checkpoint import existing_train_state, train_state_path
 from cldyn_cli.training.base import TrainBaseConfig, train_base, usable_crop
 
 
@@ -52,6 +52,8 @@ def train_base_command(
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'base.safetensors'}")
     check_writable(output, "--output")
     check_writable(train_state_path(output), "training state")
+    if resume:
+        existing_train_state(output)  # refused before the data is read
     set_max_pixels(max_pixels)
     pairs = find_dataset_pairs(data)
     fitted = usable_crop(pairs, cfg.crop)
