@@ -88,7 +88,8 @@ def w(tmp_path_factory) -> Path:
                        "tau0": "tau: 0\n", "embed6": "embed_dim: 6\n", "fp16": "precision: fp16\n", "sets3": "sets: 3\n",
                        "tasks_str": "tasks: x\n", "tasks_nodata": "tasks:\n  - plugin: toyseg\n",
                        "delta_neg": "delta: -1\n", "clip0": "clip_norm: 0\n", "nc_word": "num_classes: abc\n",
-                       "nc_neg": "num_classes: -1\n", "nc0": "num_classes: 0\n"}.items():
+                       "nc_neg": "num_classes: -1\n", "nc0": "num_classes: 0\n",
+                       "filters_vectors": "filters: 8\nvectors: 4\n"}.items():
         write(root / "yaml" / f"{name}.yaml", text)
     return root
 
@@ -179,6 +180,7 @@ CASES = [
     ("comp-config-lr-word", [*CO, "--config", "{w}/yaml/lr_word.yaml"], "lr in"),
     ("comp-config-tasks-not-list", [*CO, "--config", "{w}/yaml/tasks_str.yaml"], "tasks"),
     ("comp-config-task-without-data", [*CO, "--config", "{w}/yaml/tasks_nodata.yaml"], "data"),
+    ("comp-config-filters-above-vectors", [*CO, "--config", "{w}/yaml/filters_vectors.yaml"], "filters"),
     ("comp-config-folder", [*CO, "--config", "{w}/folder"], "is a folder"),
     ("comp-task-config-classes-word", [*CO, "--task-config", "{w}/yaml/nc_word.yaml"], "num_classes in"),
     ("comp-task-config-classes-negative", [*CO, "--task-config", "{w}/yaml/nc_neg.yaml"], "num_classes in"),

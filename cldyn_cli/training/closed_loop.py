@@ -183,7 +183,10 @@ def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config:
         raise UserError("no tasks to compensate for; give --plugin or a config with a tasks: list")
     base = base.to(device).eval().requires_grad_(False)
     torch.manual_seed(config.seed)
-    compensation = SemanticCompensation(config.rsc_config(base.config.channels))
+    try:
+        compensation = SemanticCompensation(config.rsc_config(base.config.channels))
+    except ValueError as exc:  # settings that are each valid but do not fit together, e.g. filters > vectors
+        raise UserError(f"the compensation settings do not fit together: {exc}") from None
     try:
         compensation.check(base)
     except ValueError as exc:
