@@ -274,3 +274,27 @@ def test_read_only_output_folder_is_refused_before_work(w: Path, tmp_path: Path)
             assert result.exit_code == 2 and "not writable" in result.stderr
     finally:
         locked.chmod(0o700)
+
+
+def test_unwritable_folder_is_refused_before_work_even_as_root(w: Path, tmp_path: Path, monkeypatch) -> None:
+    """Root ignores permission bits, so the refusal the kernel would give is simulated."""
+    import tempfile
+
+    from cldyn_cli import outputs
+
+    real = tempfile.mkstemp
+
+    def refuse(*args, dir=None, **kwargs):
+        if Path(dir) == tmp_path:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", refuse)
+    for argv in ([*F, "-o", str(tmp_path / "out")], [*T, "-o", str(tmp_path / "m.safetensors")],
+                 [*S, str(tmp_path / "scenes")]):
+        result = runner.invoke(app, [a.format(w=w) for a in argv])
+        assert result.exit_code == 2
+        assert result.stderr.strip().endswith(f"{tmp_path} is not writable (Permission denied); choose another "
+                                              "location")
+    assert list(tmp_path.iterdir()) == []
+
