@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.ui import Device, Quiet, TrustCheckpoint, progress, resolve_device, user_errors
 from cldyn_cli.errors import UserError
 from cldyn_cli.tasks import TaskOptions
 
@@ -46,6 +46,7 @@ def train(
     lr: Annotated[float, typer.Option(min=0.0, help="AdamW peak learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Random seed (initialisation, order, flips).")] = 0,
     device: Device = "auto",
+    trust_checkpoint: TrustCheckpoint = False,
     quiet: Quiet = False,
 ) -> None:
     """Train an MMSeg segmentor from its config on a segmentation dataset (short loop, seeded)."""
@@ -61,7 +62,7 @@ def train(
     if output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'segformer.pth'}")
     dev = resolve_device(device)
-    resolved = resolve(task_config, task_weights)
+    resolved = resolve(task_config, task_weights, trust_checkpoint)
     resolved = replace(resolved, seed=seed)
     _, vis, masks = find_layout(data, split)
     dataset = ImagesWithMasks(images or vis, masks, len(resolved.classes))
@@ -99,6 +100,7 @@ def evaluate(
     task_config: TaskConfig = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON.")] = None,
     device: Device = "auto",
+    trust_checkpoint: TrustCheckpoint = False,
     quiet: Quiet = False,
 ) -> None:
     """Segmentation metrics (mIoU, mAcc, aAcc, per-class IoU) of a segmentor on fused images."""
@@ -107,7 +109,7 @@ def evaluate(
 
     if json_out is not None and json_out.is_dir():
         raise UserError(f"--json {json_out} is a folder; give a file name")
-    backend = load(TaskOptions(task_weights, task_config, resolve_device(device)))
+    backend = load(TaskOptions(task_weights, task_config, resolve_device(device), trust=trust_checkpoint))
     datasets = [ImagesWithMasks(folder, labels, backend.num_classes) for folder in fused]
     results = []
     with progress(quiet) as bar:
