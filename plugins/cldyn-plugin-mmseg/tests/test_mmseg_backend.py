@@ -171,3 +171,15 @@ def test_config_errors(tmp_path: Path, tiny_yaml: Path) -> None:
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot read"):
         load(TaskOptions(weights=junk))
+
+
+def test_a_py_config_from_outside_mmseg_runs_only_with_trust(tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    config = tmp_path / "evil.py"
+    config.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nmodel = dict()\n")
+    with pytest.raises(UserError, match="--trust-checkpoint"):
+        load(TaskOptions(config=config))
+    assert not marker.exists()
+    with pytest.raises(UserError, match="not an MMSeg segmentor config"):
+        load(TaskOptions(config=config, trust=True))
+    assert marker.exists()  # the flag is what lets it run
