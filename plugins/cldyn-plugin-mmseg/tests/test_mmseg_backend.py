@@ -176,7 +176,8 @@ def test_config_errors(tmp_path: Path, tiny_yaml: Path) -> None:
 def test_a_py_config_from_outside_mmseg_runs_only_with_trust(tmp_path: Path) -> None:
     marker = tmp_path / "MARKER"
     config = tmp_path / "evil.py"
-    config.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nmodel = dict()\n")
+    # no import statement: MMEngine would treat the file as a lazy-import config and defer the call
+    config.write_text(f"__import__('pathlib').Path({str(marker)!r}).touch()\nmodel = dict()\n")
     with pytest.raises(UserError, match="--trust-checkpoint"):
         load(TaskOptions(config=config))
     assert not marker.exists()
