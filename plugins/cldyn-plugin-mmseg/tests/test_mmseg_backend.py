@@ -181,6 +181,6 @@ def test_a_py_config_from_outside_mmseg_runs_only_with_trust(tmp_path: Path) -> 
     with pytest.raises(UserError, match="--trust-checkpoint"):
         load(TaskOptions(config=config))
     assert not marker.exists()
-    with pytest.raises(UserError, match="not an MMSeg segmentor config"):
+    with pytest.raises(UserError):  # it runs, then holds no segmentor
         load(TaskOptions(config=config, trust=True))
     assert marker.exists()  # the flag is what lets it run
