@@ -6,6 +6,7 @@ Only tensors and strings are stored, so loading never unpickles anything. Every 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,20 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, fmt: str, config: 
         metadata[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def source_commit() -> str | None:
+    """The git commit of the cldyn source that is running (suffixed "+dirty" for uncommitted changes),
+    or None for an installed copy outside git; recorded in provenance so that a model can be remade."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
 
 
 def read_metadata(path: Path) -> dict[str, str]:

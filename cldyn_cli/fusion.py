@@ -83,10 +83,12 @@ class Fuser:
         ir_p, vis_p = _pad_small(ir), _pad_small(vis_y)
         tile = self._tile_for(height, width) if hook is None else None
         if tile is None:
-            out = self.model(self._put(ir_p), self._put(vis_p), hook)
+            out = self.model(self._put(ir_p), self._put(vis_p), hook, stretch=False)
         else:
             out = self._tiled(ir_p, vis_p, tile)
-        return out[..., :height, :width].float().cpu()
+        out = out[..., :height, :width].float().cpu()
+        # Stretched here, over the whole image, so that tiles and padding cannot change it.
+        return self.model.stretched(out) if self.model.config.stretch else out
 
     def _tiled(self, ir: torch.Tensor, vis_y: torch.Tensor, tile: int) -> torch.Tensor:
         model = self.model
@@ -108,7 +110,7 @@ class Fuser:
         margin = model.receptive_radius()
         for w in windows(height, width, tile, margin):
             fused = model(self._put(ir[..., w.wy0:w.wy1, w.wx0:w.wx1]), self._put(vis_y[..., w.wy0:w.wy1, w.wx0:w.wx1]),
-                          channel_attention=attention)
+                          channel_attention=attention, stretch=False)
             out[..., w.y0:w.y1, w.x0:w.x1] = fused[(..., *w.core_in_window())].float().cpu()
         return out
 

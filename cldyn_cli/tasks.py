@@ -81,6 +81,14 @@ class TaskBackend(ABC):
     def evaluate(self, fused_batches: Iterable[tuple[Tensor, Any]]) -> dict[str, float]:
         """Named metrics of the task network on (fused RGB, targets) batches against ground truth."""
 
+    def feature_network(self) -> TappedNetwork:
+        """What :meth:`features` computes, as one exportable module (for `cldyn export --task`).
+
+        Optional: a task that cannot be traced into an ONNX graph keeps this default, which says so.
+        """
+        raise UserError(f"task {self.name!r} cannot be exported to ONNX: its plugin offers no exportable "
+                        "feature network; export the base network alone (without --task)")
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -149,3 +157,40 @@ class FeatureTap:
         if self._output is None:
             raise RuntimeError(f"layer {self.layer!r} did not run during the forward pass")
         return self._output
+
+
+class _Reached(Exception):
+    """Raised by :class:`TappedNetwork`'s hook to stop the forward pass at the tapped layer."""
+
+    def __init__(self, output: Tensor) -> None:
+        super().__init__()
+        self.output = output
+
+
+class TappedNetwork(nn.Module):
+    """A task network run up to its tapped layer: fused RGB (B, 3, H, W) in [0, 1] -> the features.
+
+    The forward pass stops as soon as the layer has produced its output, so the layers after it
+    are neither computed nor exported. ``prepare`` maps fused RGB to the network's input (resizing,
+    normalising); ``dynamic_size`` tells whether the traced graph holds for other image sizes than
+    the one it was traced at (False when ``prepare`` computes padding from the size, for example).
+    """
+
+    def __init__(self, network: nn.Module, layer: str, prepare: Callable[[Tensor], Tensor] | None = None,
+                 dynamic_size: bool = True) -> None:
+        super().__init__()
+        find_module(network, layer)
+        self.network, self.layer, self.prepare, self.dynamic_size = network, layer, prepare, dynamic_size
+
+    def forward(self, fused_rgb: Tensor) -> Tensor:
+        def stop(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            raise _Reached(output)
+
+        handle = find_module(self.network, self.layer).register_forward_hook(stop)
+        try:
+            self.network(fused_rgb if self.prepare is None else self.prepare(fused_rgb))
+        except _Reached as reached:
+            return reached.output
+        finally:
+            handle.remove()
+        raise RuntimeError(f"layer {self.layer!r} did not run during the forward pass")

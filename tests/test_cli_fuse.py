@@ -121,3 +121,18 @@ def test_help_explains_every_option() -> None:
     assert result.exit_code == 0
     for option in ("--output", "--base", "--task", "--tile", "--resize", "--device", "--overwrite", "--quiet"):
         assert option in result.output
+
+
+def test_a_folder_of_mixed_sizes_jpeg_and_grey_visible_fuses_without_flags(tmp_path: Path, small_base: Path) -> None:
+    rng = np.random.default_rng(1)
+    save_gray(tmp_path / "ir" / "road.jpg", rng.random((30, 49)))
+    save_rgb(tmp_path / "vis" / "road.jpg", rng.random((30, 49, 3)))  # RoadScene: 8-bit JPEG colour
+    grey = rng.random((41, 36))
+    save_gray(tmp_path / "ir" / "tno.png", rng.random((41, 36)))
+    save_rgb(tmp_path / "vis" / "tno.png", np.stack([grey] * 3, axis=-1))  # TNO: grey content stored as RGB
+    save_gray(tmp_path / "ir" / "flat.png", rng.random((25, 64)))
+    save_gray(tmp_path / "vis" / "flat.png", rng.random((25, 64)))  # a true one-channel visible image
+    result = fuse(str(tmp_path / "ir"), str(tmp_path / "vis"), "-o", str(tmp_path / "out"), "--base", str(small_base))
+    assert result.exit_code == 0, result.output
+    sizes = {p.stem: read_image(p).shape for p in (tmp_path / "out").iterdir()}
+    assert sizes == {"road": (30, 49, 3), "tno": (41, 36, 3), "flat": (25, 64)}

@@ -1,15 +1,21 @@
-"""ONNX export: the graph runs in onnxruntime at other sizes and matches `cldyn fuse`'s pipeline."""
+"""ONNX export: the graphs (base, and compensated for a task) run in onnxruntime at other sizes and match
+`cldyn fuse`'s pipeline."""
 
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from cldyn_cli.cli import app
+from cldyn_cli.export import FusionGraph, compensated_reference
 from cldyn_cli.fusion import Fuser, fuse_images
-from cldyn_cli.models.loading import load_vfn
+from cldyn_cli.models.loading import load_compensation, load_vfn, save_compensation
+from cldyn_cli.models.rsc import RSCConfig, SemanticCompensation
+from cldyn_cli.plugins import get_task
+from cldyn_cli.tasks import TaskOptions
 
 runner = CliRunner()
 
@@ -33,3 +39,72 @@ def test_export_refuses_a_folder_and_a_foreign_checkpoint(tmp_path: Path) -> Non
     (tmp_path / "x.safetensors").write_bytes(b"junk")
     result = runner.invoke(app, ["export", "-o", str(tmp_path / "m.onnx"), "--base", str(tmp_path / "x.safetensors")])
     assert result.exit_code == 2 and not (tmp_path / "m.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def live_compensation(tmp_path_factory) -> Path:
+    """A compensation for toyseg on the shipped base, with non-zero injections (as after training)."""
+    torch.manual_seed(0)
+    compensation = SemanticCompensation(RSCConfig(blocks=1, embed_dim=32, vectors=8))
+    for branch in compensation.branches.values():
+        torch.nn.init.normal_(branch.blocks[0].inject.weight, std=0.5)
+    path = tmp_path_factory.mktemp("rsc") / "rsc.safetensors"
+    save_compensation(compensation.eval(), load_vfn()[0], path, {"tasks": [{"task": "toyseg", "feature_layer": "mid"}]})
+    return path
+
+
+def test_compensated_export_matches_the_pytorch_path(live_compensation: Path, tmp_path: Path) -> None:
+    onnx_path = tmp_path / "toyseg.onnx"
+    result = runner.invoke(app, ["export", "--task", "toyseg", "--rsc", str(live_compensation), "--height", "48",
+                                 "--width", "64", "-o", str(onnx_path)])
+    assert result.exit_code == 0, result.output
+    assert "max difference" in result.output
+    # Another batch size and image size than the traced ones: both are dynamic for toyseg.
+    gen = torch.Generator().manual_seed(1)
+    ir, vis = torch.rand(3, 1, 40, 52, generator=gen), torch.rand(3, 3, 40, 52, generator=gen)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"ir": ir.numpy(), "vis": vis.numpy()})
+    compensation, base, _ = load_compensation(live_compensation)
+    task = get_task("toyseg").load(TaskOptions())
+    with torch.no_grad():
+        expected = compensated_reference(base, compensation, task)(ir, vis)
+        base_only = FusionGraph(base)(ir, vis)
+    assert out.shape == (3, 3, 40, 52)
+    assert np.abs(out - expected.numpy()).max() <= 1e-4
+    assert np.abs(out - base_only.numpy()).max() > 1e-2  # the compensation is in the graph
+
+
+def test_compensated_export_needs_task_and_rsc_together(live_compensation: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["export", "--task", "toyseg", "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "--task and --rsc go together" in result.output
+    result = runner.invoke(app, ["export", "--task", "toyseg", "--rsc", str(live_compensation), "--base",
+                                 str(live_compensation), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "--base cannot be combined" in result.output
+
+
+def test_a_task_without_a_feature_network_cannot_be_exported(live_compensation: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plugins that offer no exportable network (the default) get one clear line, and no file."""
+    from cldyn_cli.builtin_tasks.toyseg import ToySegBackend
+    from cldyn_cli.tasks import TaskBackend
+
+    monkeypatch.setattr(ToySegBackend, "feature_network", TaskBackend.feature_network)
+    result = runner.invoke(app, ["export", "--task", "toyseg", "--rsc", str(live_compensation),
+                                 "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2
+    assert result.output.strip() == ("error: task 'toyseg' cannot be exported to ONNX: its plugin offers no "
+                                     "exportable feature network; export the base network alone (without --task)")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_keeps_the_residual_output_and_its_clipped_stretch_at_other_sizes(tmp_path: Path) -> None:
+    from cldyn_cli.export import check_onnx, export_onnx
+    from cldyn_cli.models.vfn import VFN, VFNConfig
+
+    torch.manual_seed(0)
+    base = VFN(VFNConfig(blocks=1, residual=True, stretch=True, stretch_clip=0.01)).eval()
+    torch.nn.init.normal_(base.decoder.head[3].weight, std=0.3)  # a non-trivial correction of max(IR, Y)
+    export_onnx(base, tmp_path / "s.onnx")
+    graph = FusionGraph(base).eval()
+    for height, width in [(75, 101), (40, 33)]:
+        assert check_onnx(graph, tmp_path / "s.onnx", height, width) < 1e-4

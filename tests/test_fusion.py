@@ -6,7 +6,7 @@ import torch
 
 from cldyn_cli.colour import rgb_to_ycbcr
 from cldyn_cli.fusion import Fuser, fuse_images, windows
-from cldyn_cli.models.vfn import VFN, VFNConfig
+from cldyn_cli.models.vfn import VFN, VFNConfig, stretch_range, with_stretch
 
 
 @pytest.fixture
@@ -58,3 +58,30 @@ def test_grayscale_visible_gives_grayscale_and_colour_keeps_chroma(model: VFN) -
     cbcr_out = rgb_to_ycbcr(torch.from_numpy(out).permute(2, 0, 1)[None])[0, 1:]
     cbcr_vis = rgb_to_ycbcr(torch.from_numpy(vis).permute(2, 0, 1)[None])[0, 1:]
     assert torch.allclose(cbcr_out, cbcr_vis, atol=1e-4)
+
+
+def test_stretch_maps_each_image_to_the_full_range() -> None:
+    y = torch.tensor([[[[0.2, 0.4], [0.3, 0.6]]], [[[0.5, 0.5], [0.5, 0.5]]]])
+    out = stretch_range(y)
+    assert torch.allclose(out[0, 0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]))
+    assert torch.equal(out[1], y[1])  # a flat image has no range to stretch
+
+
+def test_stretched_tiled_fusion_equals_whole_image_fusion(model: VFN) -> None:
+    model.config = VFNConfig(blocks=2, stretch=True)
+    ir, vis = torch.rand(1, 1, 150, 203), torch.rand(1, 1, 150, 203)
+    whole = Fuser(model, torch.device("cpu")).fuse_y(ir, vis)
+    tiled = Fuser(model, torch.device("cpu"), tile=64).fuse_y(ir, vis)
+    assert torch.allclose(whole, tiled, atol=1e-5)
+    assert whole.min().item() == pytest.approx(0.0, abs=1e-6) and whole.max().item() == pytest.approx(1.0, abs=1e-6)
+    raw = Fuser(with_stretch(model, False), torch.device("cpu")).fuse_y(ir, vis)
+    assert torch.allclose(stretch_range(raw), whole, atol=1e-5)
+
+
+def test_clipped_stretch_ignores_outliers() -> None:
+    core = torch.linspace(0.2, 0.6, 100)
+    y = torch.cat([torch.tensor([0.0]), core, torch.tensor([1.0])]).view(1, 1, 2, 51)
+    out = stretch_range(y, clip=0.01)  # 102 values: one may saturate at each end
+    assert torch.allclose(out.flatten()[1:-1], (core - 0.2) / 0.4, atol=1e-6)
+    assert out.flatten()[0] == 0.0 and out.flatten()[-1] == 1.0
+    assert torch.allclose(stretch_range(y), y)  # min 0 and max 1 already: plain min-max changes nothing

@@ -88,6 +88,24 @@ def test_eval_mode_matches_per_slot_reference(sample: bool) -> None:
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_static_shape_formulation_equals_the_grouped_one() -> None:
+    """The export formulation (all kernel types, one-hot selection) against the per-type grouping."""
+    block, bank = live_block(seed=6)
+    task, x = inputs(batch=5)
+    block.train()
+    block(bank, task, x)  # non-trivial running statistics
+    block.eval()
+    with torch.no_grad():
+        grouped = block(bank, task, x)
+        block.static_shapes = True
+        static = block(bank, task, x)
+        _, types = reference_a2si(block, bank, task, x)
+    assert len(types.unique()) >= 3  # several kernel types in play
+    assert (static - grouped).abs().max() <= 1e-5
+    with pytest.raises(RuntimeError, match="for inference"):
+        block.train()(bank, task, x)
+
+
 def test_eval_without_sampling_is_deterministic() -> None:
     block, bank = live_block()
     task, x = inputs()

@@ -1,5 +1,7 @@
 """Base training: the loss goes down, and a killed run resumed ends with the same weights."""
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -8,7 +10,7 @@ import torch
 from cldyn_cli.data.pairs import find_pairs
 from cldyn_cli.errors import UserError
 from cldyn_cli.checkpoint import train_state_path
-from cldyn_cli.training.base import TrainBaseConfig, batch_indices, train_base
+from cldyn_cli.training.base import TrainBaseConfig, batch_indices, learning_rate, train_base
 
 CFG = TrainBaseConfig(crop=32, batch_size=2, lr=1e-3, steps=6, blocks=1, seed=3, checkpoint_every=2)
 
@@ -82,3 +84,34 @@ def test_drop_last_skips_the_short_remainder() -> None:
     epoch1 = torch.randperm(5, generator=torch.Generator().manual_seed(1)).tolist()  # seed 0, epoch 1
     assert batch_indices(5, 2, 0, 2, drop_last=True) == epoch1[:2]
     assert len(batch_indices(5, 2, 0, 2)) == 1  # without drop_last, step 2 is epoch 0's remainder
+
+
+def test_cosine_schedule_decays_from_lr_to_zero() -> None:
+    cfg = TrainBaseConfig(lr=1e-3, lr_schedule="cosine")
+    assert learning_rate(cfg, 0, 100) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 50, 100) == pytest.approx(5e-4)
+    assert learning_rate(cfg, 100, 100) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(TrainBaseConfig(lr=1e-3), 50, 100) == 1e-3
+
+
+def test_loss_weights_and_stretch_reach_the_saved_model(pair_dirs, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cldyn_cli.cli import app
+    from cldyn_cli.models.loading import load_vfn
+
+    out = tmp_path / "w.safetensors"
+    result = CliRunner().invoke(app, ["train-base", str(pair_dirs[0].parent), "-o", str(out), "--steps", "2",
+                                      "--crop", "32", "--batch-size", "2", "--blocks", "1", "--intensity-weight",
+                                      "0.5", "--gradient-weight", "2", "--lr-schedule", "cosine", "--stretch",
+                                      "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    model, metadata = load_vfn(out)
+    assert model.config.stretch
+    train_config = json.loads(metadata["provenance"])["train_config"]
+    assert (train_config["intensity_weight"], train_config["gradient_weight"]) == (0.5, 2.0)
+    # the tests run from a git checkout, so the model records which commit made it
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", json.loads(metadata["provenance"])["git_commit"])
+    bad = CliRunner().invoke(app, ["train-base", str(pair_dirs[0].parent), "-o", str(tmp_path / "x.safetensors"),
+                                   "--steps", "1", "--lr-schedule", "linear", "--quiet", "--device", "cpu"])
+    assert bad.exit_code == 2 and "--lr-schedule must be one of constant, cosine, got 'linear'" in bad.output

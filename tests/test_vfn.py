@@ -74,3 +74,15 @@ def test_separable_pools_equal_torch_pools() -> None:
     x = torch.randn(2, 3, 9, 14)
     assert torch.allclose(max_pool3(x), torch.nn.functional.max_pool2d(x, 3, stride=1, padding=1))
     assert torch.allclose(avg_pool3(x), torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1), atol=1e-6)
+
+
+def test_residual_model_starts_as_the_brighter_source_and_corrects_it() -> None:
+    torch.manual_seed(0)
+    model = VFN(VFNConfig(blocks=1, residual=True)).eval()
+    ir, vis = torch.rand(1, 1, 24, 31), torch.rand(1, 1, 24, 31)
+    with torch.no_grad():
+        assert torch.allclose(model(ir, vis), torch.maximum(ir, vis), atol=1e-7)
+        torch.nn.init.constant_(model.decoder.head[3].bias, 0.2)  # the head now adds tanh(0.2) / 2 everywhere
+        expected = (torch.maximum(ir, vis) + torch.tanh(torch.tensor(0.2)) / 2).clamp(0, 1)
+        assert torch.allclose(model(ir, vis), expected, atol=1e-6)
+    assert sum(p.numel() for p in VFN(VFNConfig(residual=True)).parameters()) == 46617  # same layers

@@ -25,7 +25,8 @@ from cldyn_cli.config import build, load_config, setting
 from cldyn_cli.data.images import read_image, read_infrared
 from cldyn_cli.data.pairs import find_pairs
 from cldyn_cli.errors import UserError
-from cldyn_cli.tasks import Batch, FeatureTap, Sample, TaskBackend, TaskOptions, TaskSpec, find_module, freeze
+from cldyn_cli.tasks import (Batch, FeatureTap, Sample, TappedNetwork, TaskBackend, TaskOptions, TaskSpec, find_module,
+                             freeze)
 
 FORMAT = "cldyn.toyseg"
 IGNORE_INDEX = 255
@@ -152,6 +153,9 @@ class ToySegBackend(TaskBackend):
 
     def loss(self, fused_rgb: Tensor, targets: Tensor) -> Tensor:
         return segmentation_loss(self.net(fused_rgb), targets)
+
+    def feature_network(self) -> TappedNetwork:
+        return TappedNetwork(self.net, self.feature_layer)
 
     def dataset(self, root: Path, split: str) -> FmbSegmentation:
         return FmbSegmentation(root, split, self.num_classes)

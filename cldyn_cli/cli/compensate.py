@@ -8,6 +8,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 
 from cldyn_cli.checkpoint import resumed_step, train_state_path
@@ -19,6 +20,7 @@ from cldyn_cli.models.loading import load_vfn, save_compensation
 from cldyn_cli.outputs import atomic_path, check_writable
 from cldyn_cli.training.closed_loop import (CompensateConfig, StepReport, TaskEntry, load_tasks,
                                             total_steps, train_compensation)
+from cldyn_cli.training.distributed import Ranks, process_group
 
 LOG_FIELDS = ["step", "task", "l_comp", "l_base", "penalty", "loss"]
 
@@ -101,6 +103,7 @@ def compensate(
     The base network and the task networks stay frozen. Each step, every task scores the base and
     the compensated fused images; the reward-penalty losses' gradients are combined with CAGrad.
     One task by flags (--plugin, --data, ...), several through --config tasks.yaml.
+    Under `torchrun --nproc-per-node N` it trains data-parallel: --batch-size is the global batch.
     """
     cfg = with_overrides(read_config(config), dict(
         steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, delta=delta, cagrad_lambda=cagrad_lambda,
@@ -118,9 +121,15 @@ def compensate(
     for path, what in ((output, "--output"), (train_state_path(output), "training state"), (log_path, "--log")):
         check_writable(path, what)
     set_max_pixels(max_pixels)
-    dev = resolve_device(device)
+    with process_group(resolve_device(device)) as (ranks, dev):
+        _compensate(cfg, output, base, log_path, resume, dev, quiet or not ranks.is_main, ranks, trust_checkpoint)
+
+
+def _compensate(cfg: CompensateConfig, output: Path, base: Optional[Path], log_path: Path, resume: bool,
+                dev: torch.device, quiet: bool, ranks: Ranks, trust: bool) -> None:
+    """Train and write (rank 0 alone writes the log and the result)."""
     base_model, base_meta = load_vfn(base, dev)
-    tasks = load_tasks(cfg.tasks, dev, trust_checkpoint)
+    tasks = load_tasks(cfg.tasks, dev, trust)
     resumed_at = resumed_step(output, resume)
     rows = _log_rows(log_path, resumed_at) if resume else []
     total = total_steps(cfg, tasks)
@@ -134,11 +143,13 @@ def compensate(
             bar.update(job, completed=reports[0].step, status=status)
 
         compensation = train_compensation(base_model, tasks, output, cfg, dev, resume=resume, on_step=on_step,
-                                          on_checkpoint=lambda _step: _write_log(log_path, rows))
+                                          ranks=ranks, on_checkpoint=lambda _step: _write_log(log_path, rows))
+    if not ranks.is_main:
+        return
     extra = {"tasks": [{**asdict(t.entry), "task": t.backend.name, "feature_layer": t.backend.feature_layer}
                        for t in tasks],
              "hyper": cfg.hyper(), "base": str(base) if base else "embedded",
-             "base_provenance": base_meta.get("provenance", ""), "steps": total,
+             "base_provenance": base_meta.get("provenance", ""), "steps": total, "world_size": ranks.world_size,
              "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     save_compensation(compensation.cpu(), base_model.cpu(), output, extra)
     if not quiet:

@@ -1,4 +1,4 @@
-"""`cldyn export`: the base fusion network as an ONNX graph, verified against PyTorch."""
+"""`cldyn export`: the base or the task-compensated fusion network as an ONNX graph, verified against PyTorch."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 
+from cldyn_cli.cli.fuse import load_task_compensation
 from cldyn_cli.errors import UserError
-from cldyn_cli.export import DEFAULT_OPSET, check_onnx, export_onnx
+from cldyn_cli.export import (DEFAULT_OPSET, CompensatedFusionGraph, FusionGraph, check_onnx,
+                              compensated_reference, export_graph)
 from cldyn_cli.models.loading import load_vfn
 from cldyn_cli.outputs import check_writable
+from cldyn_cli.tasks import TaskOptions
 from cldyn_cli.ui import Quiet, user_errors
 
 TOLERANCE = 1e-4
@@ -21,16 +25,30 @@ TOLERANCE = 1e-4
 def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="The ONNX file to write.")],
     base: Annotated[Optional[Path], typer.Option(help="Base network checkpoint; default: the shipped model.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Export the fusion compensated for this task (needs --rsc); "
+                                                "the graph includes the task network up to its tapped layer.")] = None,
+    rsc: Annotated[Optional[Path], typer.Option(help="Compensation from `cldyn compensate` (it carries its base "
+                                                "network).")] = None,
+    task_weights: Annotated[Optional[Path], typer.Option(help="The task network's weights.")] = None,
+    task_config: Annotated[Optional[Path], typer.Option(help="The task network's config file.")] = None,
+    feature_layer: Annotated[Optional[str], typer.Option(help="Task-network layer to tap (default: the one the "
+                                                         "compensation was trained with).")] = None,
+    height: Annotated[int, typer.Option(min=8, help="Image height the graph is traced (and, for tasks with a "
+                                        "fixed input geometry, used) at.")] = 256,
+    width: Annotated[int, typer.Option(min=8, help="Image width, likewise.")] = 320,
     opset: Annotated[int, typer.Option(min=13, help="ONNX opset version.")] = DEFAULT_OPSET,
     check: Annotated[bool, typer.Option(help="Run the graph with onnxruntime and compare it with PyTorch.")] = True,
     quiet: Quiet = False,
 ) -> None:
-    """Export the base network to ONNX: inputs `ir` (B,1,H,W) and `vis` (B,3,H,W) RGB in [0, 1],
-    output `fused` (B,3,H,W) RGB; batch, height and width are dynamic.
+    """Export fusion to ONNX: inputs `ir` (B,1,H,W) and `vis` (B,3,H,W) RGB in [0, 1],
+    output `fused` (B,3,H,W) RGB.
 
     Colour is handled inside the graph as `cldyn fuse` does (BT.601 luminance fused, visible chroma
-    kept). Task-compensated networks are not exportable yet: their kernel-type grouping depends on
-    the data.
+    kept). Without --task the base network is exported with dynamic batch, height and width. With
+    --task NAME --rsc FILE the graph is the compensated network: base fusion, the task network up
+    to its tapped layer, and the fusion again with the compensation (A2SI in a static-shape form).
+    Its batch is dynamic; height and width are too unless the task network resizes or pads by the
+    input size (then the graph takes --height x --width images only).
     """
     if output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'cldyn.onnx'}")
@@ -38,10 +56,25 @@ def export(
     missing = [m for m in ("onnx",) + (("onnxruntime",) if check else ()) if find_spec(m) is None]
     if missing:
         raise UserError(f"export needs {', '.join(missing)}: pip install 'cldyn[export]'")
-    model, _ = load_vfn(base)
-    export_onnx(model, output, opset)
+    if (task is None) != (rsc is None):
+        raise UserError("--task and --rsc go together: the compensation (--rsc) is conditioned on the task network")
+    if task is not None and base is not None:
+        raise UserError("--base cannot be combined with --rsc: the compensation file carries the base it was "
+                        "trained on")
+    if task is None:
+        model, _ = load_vfn(base)
+        graph = FusionGraph(model).eval()
+        reference, dynamic_size = graph, True
+    else:
+        options = TaskOptions(task_weights, task_config, torch.device("cpu"), feature_layer)
+        compensation, model, backend = load_task_compensation(task, rsc, options)
+        features = backend.feature_network()
+        graph = CompensatedFusionGraph(model, compensation, features)
+        reference, dynamic_size = compensated_reference(model, compensation, backend), features.dynamic_size
+    export_graph(graph, output, opset, (height, width), dynamic_size)
     if check:
-        diff = check_onnx(model, output)
+        size = (height + 11, width - 13) if dynamic_size else (height, width)
+        diff = check_onnx(reference, output, *size)
         if diff > TOLERANCE:
             output.unlink()
             raise UserError(f"the exported graph differs from PyTorch by {diff:.2e} (> {TOLERANCE}); "

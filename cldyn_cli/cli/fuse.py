@@ -19,7 +19,8 @@ from cldyn_cli.checkpoint import metadata_json
 from cldyn_cli.colour import recombine
 from cldyn_cli.fusion import Fuser, compensated_y, fuse_images, resize_to, to_array, to_tensor
 from cldyn_cli.models.loading import load_compensation, load_vfn
-from cldyn_cli.models.rsc import A2SI
+from cldyn_cli.models.rsc import A2SI, SemanticCompensation
+from cldyn_cli.models.vfn import VFN, with_stretch
 from cldyn_cli.plugins import get_task
 from cldyn_cli.tasks import TaskBackend, TaskOptions, TaskSpec
 from cldyn_cli.outputs import all_or_nothing, check_output_dir
@@ -46,6 +47,9 @@ def fuse(
     seed: Annotated[int, typer.Option(help="Random seed for --sample.")] = 0,
     tile: Annotated[Optional[int], typer.Option(min=64, help="Fuse tile by tile with this core size in pixels "
                                                 "(exact, seamless). Default: automatic above 2048x2048.")] = None,
+    stretch: Annotated[Optional[bool], typer.Option("--stretch/--no-stretch", help="Stretch each fused image "
+                                                    "to the full grey range, or not (default: as the base "
+                                                    "model was trained).")] = None,
     resize: Annotated[bool, typer.Option(help="Resize infrared to the visible size when they differ "
                                          "(otherwise a size mismatch is an error).")] = False,
     device: Device = "auto",
@@ -72,10 +76,10 @@ def fuse(
     with all_or_nothing(output) as stage, progress(quiet) as bar:  # the output folder is locked from here on
         check_output_dir(output, [p.name for p in pairs], ".png", overwrite)
         if task is None:
-            fuse_one = base_fusion(Fuser(load_vfn(base)[0], dev, tile))
+            fuse_one = base_fusion(Fuser(with_stretch(load_vfn(base)[0], stretch), dev, tile))
         else:
             options = TaskOptions(task_weights, task_config, dev, feature_layer, trust_checkpoint)
-            fuse_one = task_fusion(task, rsc, options, sample, seed)
+            fuse_one = task_fusion(task, rsc, options, sample, seed, stretch)
         job = bar.add_task("fusing", total=len(pairs), status="")
         for pair in pairs:
             vis_img = read_image(pair.vis)
@@ -92,15 +96,11 @@ def base_fusion(fuser: Fuser) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     return lambda ir, vis: fuse_images(fuser, ir, vis)
 
 
-def task_fusion(task: str, rsc: Path, options: TaskOptions, sample: bool, seed: int
+def task_fusion(task: str, rsc: Path, options: TaskOptions, sample: bool, seed: int, stretch: Optional[bool] = None
                 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Fusion compensated for ``task``: the loaded compensation, its base and the task network."""
-    spec = get_task(task)
-    compensation, base, metadata = load_compensation(rsc, options.device)
-    trained_for = {t.get("task"): t for t in metadata_json(metadata, "tasks", rsc)}
-    if spec.name not in trained_for:
-        typer.echo(f"warning: {rsc} was trained for {', '.join(map(str, trained_for))}, not {spec.name}", err=True)
-    backend = _load_backend(spec, options, trained_for.get(spec.name, {}).get("feature_layer"), rsc)
+    compensation, base, backend = load_task_compensation(task, rsc, options)
+    base = with_stretch(base, stretch)
     for block in compensation.modules():
         if isinstance(block, A2SI):
             block.sample = sample
@@ -113,6 +113,18 @@ def task_fusion(task: str, rsc: Path, options: TaskOptions, sample: bool, seed: 
         return to_array(recombine(fused_y.float(), vis_t).cpu())
 
     return fuse_one
+
+
+def load_task_compensation(task: str, rsc: Path, options: TaskOptions
+                           ) -> tuple[SemanticCompensation, VFN, TaskBackend]:
+    """The compensation in ``rsc``, its base network, and the task network tapped where it was trained."""
+    spec = get_task(task)
+    compensation, base, metadata = load_compensation(rsc, options.device)
+    trained_for = {t.get("task"): t for t in metadata_json(metadata, "tasks", rsc)}
+    if spec.name not in trained_for:
+        typer.echo(f"warning: {rsc} was trained for {', '.join(map(str, trained_for))}, not {spec.name}", err=True)
+    backend = _load_backend(spec, options, trained_for.get(spec.name, {}).get("feature_layer"), rsc)
+    return compensation, base, backend
 
 
 def _load_backend(spec: TaskSpec, options: TaskOptions, trained_layer: Optional[str], rsc: Path) -> TaskBackend:

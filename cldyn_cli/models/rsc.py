@@ -80,6 +80,22 @@ def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, out))
 
 
+def hard_gumbel_softmax(logits: torch.Tensor, tau: float, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """``F.gumbel_softmax(logits, tau, hard=True)`` over the last dimension.
+
+    With ``rows = (start, total)`` the noise is drawn for a batch of ``total`` and rows
+    ``start:start + B`` are used: a rank of a data-parallel run gets the noise that one process
+    would have drawn for these samples, and the random state advances the same on every rank.
+    """
+    if rows is None:
+        return F.gumbel_softmax(logits, tau=tau, hard=True)
+    start, total = rows
+    noise = torch.empty(total, *logits.shape[1:], dtype=logits.dtype, device=logits.device).exponential_()
+    soft = ((logits - noise[start:start + logits.shape[0]].log()) / tau).softmax(-1)
+    hard = torch.zeros_like(soft).scatter_(-1, soft.argmax(-1, keepdim=True), 1.0)
+    return hard - soft.detach() + soft
+
+
 class BasisVectorBank(nn.Module):
     """The learnable basis vectors (S sets x V vectors x E dims) shared by every A2SI block."""
 
@@ -109,6 +125,8 @@ class A2SI(nn.Module):
             raise ValueError(f"embed_dim must be a multiple of 4, got {embed_dim}")
         self.embed_dim, self.channels, self.filters, self.tau = embed_dim, channels, filters, tau
         self.sample = False  # draw the kernel types at eval time too, instead of taking the argmax
+        self.noise_rows: tuple[int, int] | None = None  # see SemanticCompensation.noise_rows
+        self.static_shapes = False  # eval-mode formulation without data-dependent shapes, for ONNX export
         e4, e2, half = embed_dim // 4, embed_dim // 2, PROTOTYPE_DIM // 2
 
         # Step 1: kernel-type choice against fixed orthogonal prototypes.
@@ -142,23 +160,30 @@ class A2SI(nn.Module):
         one_hot = self.choose_types(task, x)
         types = one_hot.argmax(-1)
         vectors = self.select_basis(bank, one_hot, types, self.query(task, x))
+        if self.static_shapes:
+            return x + self.inject(self.respond_static(x, one_hot, vectors))
         return x + self.inject(self.respond(x, types, vectors))
+
+    def _sequence_mean(self, seq: torch.Tensor, net: nn.Sequential) -> torch.Tensor:
+        # conv1d_mean cuts the sequence into a length-dependent number of pieces; export wants one graph
+        return net(seq).mean(-1) if self.static_shapes else conv1d_mean(seq, net)
 
     def choose_types(self, task: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """One-hot kernel type per slot (B, M, 4); straight-through Gumbel when training or sampling."""
-        embedding = torch.cat([conv1d_mean(task, self.choice_task), self.choice_image(x).flatten(1)], dim=1)
+        embedding = torch.cat([self._sequence_mean(task, self.choice_task), self.choice_image(x).flatten(1)], dim=1)
         queries = self.choice_head(embedding).view(x.shape[0], self.filters, PROTOTYPE_DIM)
         logits = torch.einsum("bmd,td->bmt", F.normalize(queries, dim=-1, eps=EPS),
                               F.normalize(self.prototypes, dim=-1, eps=EPS))
         if self.training or self.sample:
-            return F.gumbel_softmax(logits, tau=self.tau, hard=True)
+            return hard_gumbel_softmax(logits, self.tau, self.noise_rows)
         return F.one_hot(logits.argmax(-1), len(KERNEL_TYPES)).to(logits.dtype)
 
     @torch.no_grad()
     def query(self, task: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """q (B, E). Only its top-n ranking is used, which passes no gradient, so no graph is kept."""
         rms = task.square().mean(dim=-1, keepdim=True).sqrt()
-        embedding = torch.cat([conv1d_mean(task / (rms + EPS), self.query_task), self.query_image(x).flatten(1)], 1)
+        embedding = torch.cat([self._sequence_mean(task / (rms + EPS), self.query_task),
+                               self.query_image(x).flatten(1)], 1)
         return self.query_head(embedding)
 
     def select_basis(self, bank: torch.Tensor, one_hot: torch.Tensor, types: torch.Tensor,
@@ -199,6 +224,29 @@ class A2SI(nn.Module):
         return activated.new_zeros(batch, c, h, w).index_add(0, order // self.filters, activated) / self.filters
 
 
+    def respond_static(self, x: torch.Tensor, one_hot: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """:meth:`respond` with shapes that do not depend on the data (eval mode), for ONNX export.
+
+        Every slot is convolved with all four kernel types and the one-hot keeps one (the others are
+        multiplied by zero, which is exact). The convolutions are sums over shifted copies of X, so
+        the batch size stays a dynamic dimension (a grouped convolution would fix it in the graph).
+        """
+        if self.training:
+            raise RuntimeError("respond_static is for inference: BatchNorm must use its running statistics")
+        c = self.channels
+        kernels_1x1 = self.kernel_1x1(vectors).unflatten(-1, (c, c))  # (B, M, C out, C in)
+        kernels_3x3 = self.kernel_3x3(vectors).unflatten(-1, (c, c, 9))  # taps row by row
+        chosen = one_hot[..., 0, None, None, None] * torch.einsum("bmoi,bihw->bmohw", kernels_1x1, x)
+        for t, (_, dilation) in enumerate(KERNEL_TYPES[1:], start=1):
+            padded = F.pad(x, (dilation,) * 4)
+            taps = torch.stack([padded[..., ky * dilation:(ky - 2) * dilation or None,
+                                       kx * dilation:(kx - 2) * dilation or None]
+                                for ky in range(3) for kx in range(3)], dim=-1)  # (B, C, H, W, 9)
+            chosen = chosen + one_hot[..., t, None, None, None] * torch.einsum("bmoik,bihwk->bmohw", kernels_3x3, taps)
+        activated = F.leaky_relu(self.response_norm(chosen.flatten(0, 1)), SLOPE)
+        return activated.unflatten(0, (-1, self.filters)).mean(1)
+
+
 class RSC(nn.Module):
     """The compensation of one encoder branch: A2SI block i follows encoder block i."""
 
@@ -231,6 +279,12 @@ class SemanticCompensation(nn.Module):
         if base.config.channels != self.config.channels:
             raise ValueError(f"compensation built for {self.config.channels} channels, "
                              f"base network has {base.config.channels}")
+
+    def noise_rows(self, rows: tuple[int, int] | None) -> None:
+        """Draw the kernel-type noise as rows (start, total) of a larger batch (None: this batch)."""
+        for block in self.modules():
+            if isinstance(block, A2SI):
+                block.noise_rows = rows
 
     def hook(self, task_features: torch.Tensor) -> BlockHook:
         """The ``VFN.encode`` hook that compensates encoder block i < K of each branch."""

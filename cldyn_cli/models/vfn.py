@@ -8,7 +8,7 @@ so that the semantic compensation can be injected there.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Optional
 
 import torch
@@ -31,6 +31,9 @@ class VFNConfig:
 
     blocks: int = setting(4, min=1)  # L: blocks per encoder and in the decoder
     channels: int = setting(8, min=1)  # feature width of each branch
+    stretch: bool = False  # stretch each fused image to the full range [0, 1] (see stretch_range)
+    stretch_clip: float = setting(0.0, min=0.0, max=0.49)  # fraction of pixels the stretch may saturate at each end (0: min to max)
+    residual: bool = False  # predict a correction to max(IR, Y) instead of the fused image itself
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,12 +152,15 @@ class GradientAttentionFusion(nn.Module):
 class Decoder(nn.Module):
     """Reconstruction "FRB2": reduce, L CB blocks, two convs, tanh mapped to [0, 1]."""
 
-    def __init__(self, blocks: int, channels: int = 8) -> None:
+    def __init__(self, blocks: int, channels: int = 8, zero_last: bool = False) -> None:
         super().__init__()
         self.reduce = nn.Sequential(*conv_bn_act(2 * channels, channels))
         self.blocks = nn.ModuleList(ConvBlock(channels, channels) for _ in range(blocks))
         self.head = nn.Sequential(*conv_bn_act(channels, channels // 2),
                                   nn.Conv2d(channels // 2, 1, 3, padding=1, padding_mode="reflect"), nn.Tanh())
+        if zero_last:  # a residual model starts as exactly max(IR, Y)
+            nn.init.zeros_(self.head[3].weight)
+            nn.init.zeros_(self.head[3].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.reduce(x)
@@ -172,7 +178,7 @@ class VFN(nn.Module):
         self.ir_encoder = Encoder(config.blocks, config.channels)
         self.vis_encoder = Encoder(config.blocks, config.channels)
         self.fusion = GradientAttentionFusion(2 * config.channels)
-        self.decoder = Decoder(config.blocks, config.channels)
+        self.decoder = Decoder(config.blocks, config.channels, zero_last=config.residual)
 
     def encode(self, ir: torch.Tensor, vis_y: torch.Tensor,
                hook: Optional[BlockHook] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,9 +189,18 @@ class VFN(nn.Module):
                 self.vis_encoder(vis_y, lambda i, x: hook("vis", i, x)))
 
     def forward(self, ir: torch.Tensor, vis_y: torch.Tensor, hook: Optional[BlockHook] = None,
-                channel_attention: Optional[torch.Tensor] = None) -> torch.Tensor:
+                channel_attention: Optional[torch.Tensor] = None, stretch: Optional[bool] = None) -> torch.Tensor:
+        """Fused Y; stretched to [0, 1] per image when the config says so (``stretch`` overrides it:
+        training sees the raw output, and tiled fusion stretches the assembled image)."""
         f_ir, f_vis = self.encode(ir, vis_y, hook)
-        return self.decoder(self.fusion(f_ir, f_vis, channel_attention))
+        fused = self.decoder(self.fusion(f_ir, f_vis, channel_attention))
+        if self.config.residual:  # the decoder's [0, 1] output, centred, corrects the brighter source
+            fused = (torch.maximum(ir, vis_y) + fused - 0.5).clamp(0.0, 1.0)
+        return self.stretched(fused) if (self.config.stretch if stretch is None else stretch) else fused
+
+    def stretched(self, fused: torch.Tensor) -> torch.Tensor:
+        """``fused`` with this model's output stretch applied (whatever the config's on/off switch)."""
+        return stretch_range(fused, self.config.stretch_clip)
 
     def receptive_radius(self) -> int:
         """Pixels of context each output pixel depends on (besides the global channel attention).
@@ -193,6 +208,36 @@ class VFN(nn.Module):
         Stem 2, each CB 4, gradient 1, pooling 1, spatial-attention convs 2, reduce 1, head 2.
         """
         return 9 + 8 * self.config.blocks
+
+
+def stretch_range(y: torch.Tensor, clip: float = 0.0, eps: float = 1e-6) -> torch.Tensor:
+    """A per-image linear contrast stretch of (B, C, H, W) images to the full range [0, 1].
+
+    With ``clip`` = 0 each image's darkest value becomes 0 and its brightest 1, as CDDFuse does to
+    its output; with ``clip`` = c the values at the c and 1 - c quantiles do, and the at most c of
+    the pixels beyond each end saturate, so that a few outliers cannot cancel the stretch. A flat
+    image stays as it is. The quantile index is computed from tensors, so exported graphs keep it
+    right for every image size.
+    """
+    flat = y.flatten(1)
+    if clip > 0:
+        ordered = flat.sort(dim=1).values
+        last = torch.ones_like(flat[:1]).sum(dim=1, keepdim=True) - 1  # n - 1, as a tensor
+        low = (last * clip).floor().long().expand(flat.shape[0], 1)
+        lo, hi = ordered.gather(1, low), ordered.gather(1, last.long().expand(flat.shape[0], 1) - low)
+    else:
+        lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+    lo, span = lo.view(-1, 1, 1, 1), (hi - lo).view(-1, 1, 1, 1)
+    flat_image = span < eps
+    stretched = (y - lo) / torch.where(flat_image, torch.ones_like(span), span)
+    return torch.where(flat_image, y, stretched.clamp(0.0, 1.0))
+
+
+def with_stretch(model: VFN, stretch: Optional[bool]) -> VFN:
+    """``model`` with its output stretch switched on or off (None: as its checkpoint says)."""
+    if stretch is not None:
+        model.config = replace(model.config, stretch=stretch)
+    return model
 
 
 def fold_batchnorm(model: VFN) -> VFN:
@@ -209,3 +254,19 @@ def fold_batchnorm(model: VFN) -> VFN:
                     seq[i] = fuse_conv_bn_eval(seq[i], seq[i + 1])
                     seq[i + 1] = nn.Identity()
     return folded
+
+
+def batchnorm_shadowed_biases(model: nn.Module) -> list[nn.Parameter]:
+    """Biases of the convolutions that feed a BatchNorm directly.
+
+    In training mode BatchNorm subtracts the batch mean, so such a bias has no effect on the
+    output and its gradient is zero; computed in floats it is rounding noise instead, which Adam
+    would normalise into full-size random steps. Training sets these gradients to exactly zero.
+    """
+    biases = []
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            for conv, norm in zip(seq[:-1], seq[1:]):
+                if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and conv.bias is not None:
+                    biases.append(conv.bias)
+    return biases

@@ -23,8 +23,9 @@ from cldyn_cli.data.images import read_image, read_infrared
 from cldyn_cli.data.pairs import Pair, check_sizes
 from cldyn_cli.errors import UserError
 from cldyn_cli.fusion import to_tensor
-from cldyn_cli.losses import fusion_loss
-from cldyn_cli.models.vfn import VFN, VFNConfig
+from cldyn_cli.losses import GRADIENT_WEIGHT, INTENSITY_WEIGHT, fusion_loss
+from cldyn_cli.models.vfn import VFN, VFNConfig, batchnorm_shadowed_biases
+from cldyn_cli.training.distributed import SINGLE, Ranks, check_batches, data_parallel
 
 StepCallback = Callable[[int, int, float], None]  # (step, total, loss)
 MIN_CROP = 16  # smaller crops leave the dilated, reflect-padded convolutions no room
@@ -42,13 +43,28 @@ class TrainBaseConfig:
     blocks: int = setting(4, min=1)
     seed: int = setting(0, min=0)
     checkpoint_every: int = setting(200, min=1)
+    intensity_weight: float = setting(INTENSITY_WEIGHT, min=0)
+    gradient_weight: float = setting(GRADIENT_WEIGHT, min=0)
+    lr_schedule: str = setting("constant", choices=("constant", "cosine"))  # cosine: decay to 0 over the run
+    stretch: bool = False  # the saved model stretches its output to [0, 1] (training sees the raw output)
+    stretch_clip: float = setting(0.0, min=0, max=0.49)  # fraction of pixels the stretch may saturate at each end
+    residual: bool = False  # the network corrects max(IR, Y) rather than drawing the fused image from scratch
 
     def total_steps(self, n_pairs: int) -> int:
         return self.steps if self.steps is not None else self.epochs * math.ceil(n_pairs / self.batch_size)
 
 
 # Settings that must not change between a run and its resumption.
-_RESUME_KEYS = ("crop", "batch_size", "lr", "blocks", "seed")
+_RESUME_KEYS = ("crop", "batch_size", "lr", "blocks", "seed", "intensity_weight", "gradient_weight", "lr_schedule",
+                "residual")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(config: TrainBaseConfig, step: int, total: int) -> float:
+    """The learning rate of step ``step`` (0-based) out of ``total``: constant, or cosine-decayed to 0."""
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+    return config.lr
 
 
 class PairStore:
@@ -56,6 +72,7 @@ class PairStore:
 
     def __init__(self, pairs: list[Pair]) -> None:
         self.pairs = pairs
+        self.sizes = check_sizes(pairs)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -83,12 +100,25 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int, drop_last: bool
     return order[b * batch_size:(b + 1) * batch_size].tolist()
 
 
-def augmented_crop(ir: np.ndarray, vis: np.ndarray, crop: int, gen: torch.Generator) -> torch.Tensor:
-    """A random square crop of both images with a random flip and quarter-turn, (2, crop, crop)."""
-    h, w = ir.shape
+Augmentation = tuple[int, int, int, int]  # crop corner y, x; flip; quarter-turns
+
+
+def draw_augmentation(size: tuple[int, int], crop: int, gen: torch.Generator) -> Augmentation:
+    """The random crop corner, flip and quarter-turn for an image of ``size`` (H, W).
+
+    Drawn apart from the pixels, so that under torchrun every rank draws for the whole global batch
+    (the generator stays the same everywhere) but reads only its own images.
+    """
+    h, w = size
     y = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
     x = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
     flip, turns = torch.randint(0, 2, (1,), generator=gen).item(), torch.randint(0, 4, (1,), generator=gen).item()
+    return y, x, int(flip), int(turns)
+
+
+def augmented_crop(ir: np.ndarray, vis: np.ndarray, crop: int, draw: Augmentation) -> torch.Tensor:
+    """The square crop of both images with the flip and quarter-turn of ``draw``, (2, crop, crop)."""
+    y, x, flip, turns = draw
     t = torch.from_numpy(np.stack([ir[y:y + crop, x:x + crop], vis[y:y + crop, x:x + crop]]))
     if flip:
         t = t.flip(-1)
@@ -153,30 +183,50 @@ def usable_crop(pairs: list[Pair], crop: int) -> int:
 
 
 def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device: torch.device,
-               resume: bool = False, on_step: Optional[StepCallback] = None) -> VFN:
-    """Train a VFN on ``pairs``, checkpointing to ``train_state_path(output)``; returns the trained model."""
+               resume: bool = False, on_step: Optional[StepCallback] = None, ranks: Ranks = SINGLE) -> VFN:
+    """Train a VFN on ``pairs``, checkpointing to ``train_state_path(output)``; returns the trained model.
+
+    Under torchrun (``ranks``) each rank trains on its share of every global batch and only rank 0
+    writes; the weights are those of one process with the same global batch.
+    """
     if not pairs:
         raise UserError("no training pairs found")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise UserError(f"lr_schedule {config.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+    check_batches([len(pairs)], config.batch_size, ranks)
     store = PairStore(pairs)
     torch.manual_seed(config.seed)
-    model = VFN(VFNConfig(blocks=config.blocks)).to(device).train()
+    # Channels-last runs the narrow (8-32 channel) convolutions faster on CPU, in training too.
+    model = VFN(VFNConfig(blocks=config.blocks, stretch=config.stretch,
+                            stretch_clip=config.stretch_clip, residual=config.residual))
+    model = model.to(device, memory_format=torch.channels_last).train()
+    parallel = data_parallel(model, ranks, device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    shadowed = batchnorm_shadowed_biases(model)
     gen = torch.Generator().manual_seed(config.seed)
     total = config.total_steps(len(store))
     step = 0
     if resume:
         step = load_state(existing_train_state(output), model, opt, gen, config)
     while step < total:
-        crops = [augmented_crop(*store.get(i), config.crop, gen)
-                 for i in batch_indices(len(store), config.batch_size, config.seed, step)]
-        batch = torch.stack(crops).to(device)
+        indices = batch_indices(len(store), config.batch_size, config.seed, step)
+        draws = [draw_augmentation(store.sizes[i], config.crop, gen) for i in indices]
+        shard = ranks.shard(len(indices))
+        crops = [augmented_crop(*store.get(i), config.crop, draw)
+                 for i, draw in zip(indices[shard.start:shard.stop], draws[shard.start:shard.stop])]
+        batch = torch.stack(crops).to(device).contiguous(memory_format=torch.channels_last)
         ir, vis_y = batch[:, 0:1], batch[:, 1:2]
-        loss = fusion_loss(model(ir, vis_y), ir, vis_y)
+        fused = parallel(ir, vis_y, stretch=False)
+        loss = ranks.batch_mean(fusion_loss(fused, ir, vis_y, config.intensity_weight, config.gradient_weight), shard)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(config, step, total)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for bias in shadowed:  # zero in exact arithmetic; left as float noise, runs would differ by summation order
+            bias.grad.zero_()
         opt.step()
         step += 1
-        if step % config.checkpoint_every == 0 or step == total:
+        if ranks.is_main and (step % config.checkpoint_every == 0 or step == total):
             save_state(train_state_path(output), model, opt, gen, step, config)
         if on_step is not None:
             on_step(step, total, loss.item())

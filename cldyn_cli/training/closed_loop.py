@@ -26,6 +26,7 @@ from cldyn_cli.models.vfn import VFN
 from cldyn_cli.tasks import Batch, TaskBackend
 from cldyn_cli.training.base import batch_indices, optimizer_tensors, restore_optimizer
 from cldyn_cli.training.cagrad import combine
+from cldyn_cli.training.distributed import SINGLE, Ranks, Shard, check_batches, global_batchnorm
 from cldyn_cli.training.reward import reward_penalty
 
 
@@ -81,11 +82,13 @@ class LoadedTask:
     backend: TaskBackend
     dataset: Any
 
-    def batch(self, index: int, step: int, batch_size: int, seed: int, device: torch.device) -> Batch:
-        """The batch of ``step``: a seeded permutation per epoch, different for every task."""
+    def batch(self, index: int, step: int, batch_size: int, seed: int, device: torch.device,
+              ranks: Ranks = SINGLE) -> tuple[Batch, Shard]:
+        """This rank's share of the batch of ``step``: a seeded permutation per epoch, different for every task."""
         indices = batch_indices(len(self.dataset), batch_size, seed * 7919 + index, step)
-        batch = self.backend.collate([self.dataset[i] for i in indices])
-        return Batch(batch.ir.to(device), batch.vis.to(device), batch.targets, batch.names)
+        shard = ranks.shard(len(indices))
+        batch = self.backend.collate([self.dataset[i] for i in indices[shard.start:shard.stop]])
+        return Batch(batch.ir.to(device), batch.vis.to(device), batch.targets, batch.names), shard
 
 
 @dataclass
@@ -125,12 +128,16 @@ def _autocast(config: CompensateConfig, device: torch.device) -> contextlib.Abst
 
 
 def task_step(base: VFN, compensation: SemanticCompensation, task: TaskBackend, batch: Batch,
-              delta: float) -> tuple[torch.Tensor, StepReport]:
-    """The reward-penalty loss of one task on one batch (with graph) and its report (without)."""
+              delta: float, batch_mean: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss
+              ) -> tuple[torch.Tensor, StepReport]:
+    """The reward-penalty loss of one task on one batch (with graph) and its report (without).
+
+    ``batch_mean`` turns a rank's batch losses into the global batch's (data-parallel runs).
+    """
     base_y, comp_y = compensated_y(base, compensation, task, batch.ir, batch.vis)
     with torch.no_grad():
-        l_base = task.loss(task_rgb(base_y, batch.vis), batch.targets)
-    l_comp = task.loss(task_rgb(comp_y, batch.vis), batch.targets)
+        l_base = batch_mean(task.loss(task_rgb(base_y, batch.vis), batch.targets))
+    l_comp = batch_mean(task.loss(task_rgb(comp_y, batch.vis), batch.targets))
     loss = reward_penalty(l_comp, l_base, delta)
     report = StepReport(0, task.name, l_comp.item(), l_base.item(), (loss - l_comp).item(), loss.item())
     return loss, report
@@ -172,15 +179,19 @@ def _load_state(path: Path, compensation: SemanticCompensation, opt: torch.optim
 
 def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config: CompensateConfig,
                        device: torch.device, resume: bool = False,
-                       on_step: Optional[StepCallback] = None,
+                       on_step: Optional[StepCallback] = None, ranks: Ranks = SINGLE,
                        on_checkpoint: Optional[Callable[[int], None]] = None) -> SemanticCompensation:
     """Train the bank and both RSCs against ``tasks`` with ``base`` and the task networks frozen.
 
-    ``on_checkpoint(step)`` runs just before each state save, so that what it writes (the log) is
-    never behind the state a resumed run starts from.
+    Under torchrun (``ranks``) each rank takes its share of every task's global batch; the task
+    losses are global batch means, each task's gradient is averaged over ranks before CAGrad
+    combines them, so every rank takes the same step, and only rank 0 writes. ``on_checkpoint(step)``
+    runs just before each state save, so that what it writes (the log) is never behind the state a
+    resumed run starts from.
     """
     if not tasks:
         raise UserError("no tasks to compensate for; give --plugin or a config with a tasks: list")
+    check_batches([len(t.dataset) for t in tasks], config.batch_size, ranks)
     base = base.to(device).eval().requires_grad_(False)
     torch.manual_seed(config.seed)
     try:
@@ -192,6 +203,8 @@ def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config:
     except ValueError as exc:
         raise UserError(f"{exc}; lower --rsc-blocks") from None
     compensation = compensation.to(device).train()
+    if ranks.active:
+        global_batchnorm(compensation)
     params = [p for p in compensation.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     total = total_steps(config, tasks)
@@ -201,23 +214,26 @@ def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config:
     while step < total:
         grads, reports = [], []
         for index, task in enumerate(tasks):
-            batch = task.batch(index, step, config.batch_size, config.seed, device)
+            batch, shard = task.batch(index, step, config.batch_size, config.seed, device, ranks)
+            compensation.noise_rows((shard.start, shard.total) if ranks.active else None)
             with _autocast(config, device):
-                loss, report = task_step(base, compensation, task.backend, batch, config.delta)
+                loss, report = task_step(base, compensation, task.backend, batch, config.delta,
+                                         lambda value: ranks.batch_mean(value, shard))
             grads.append(_flat_grad(loss, params))
             report.step = step + 1
             reports.append(report)
-        _assign_grad(combine(torch.stack(grads), config.cagrad_lambda), params)
+        _assign_grad(combine(ranks.average(torch.stack(grads)), config.cagrad_lambda), params)
         torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
         if on_step is not None:
             on_step(reports, total)
-        if step % config.checkpoint_every == 0 or step == total:
+        if ranks.is_main and (step % config.checkpoint_every == 0 or step == total):
             if on_checkpoint is not None:
                 on_checkpoint(step)
             _save_state(train_state_path(output), compensation, opt, step, config)
+    compensation.noise_rows(None)
     return compensation.eval()
 
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from cldyn_cli.config import read_yaml
 from cldyn_cli.errors import UserError
-from cldyn_cli.tasks import Batch, FeatureTap, Sample, TaskBackend, TaskOptions, find_module, freeze
+from cldyn_cli.tasks import Batch, FeatureTap, Sample, TappedNetwork, TaskBackend, TaskOptions, find_module, freeze
 
 from cldyn_plugin_ctdnet.data import SodDataset, collate
 from cldyn_plugin_ctdnet.loss import ctdnet_loss, mask_edges
@@ -63,6 +63,11 @@ class CTDNetBackend(TaskBackend):
         edge = targets.get("edge")
         edge = mask_edges(mask) if edge is None else edge.to(fused_rgb.device, fused_rgb.dtype)
         return ctdnet_loss(self.predict(fused_rgb, with_aux=True), mask, edge)
+
+    def feature_network(self) -> TappedNetwork:
+        # The resize to size x size depends on the input size (antialiased when shrinking, skipped when
+        # equal): the graph holds for the traced size.
+        return TappedNetwork(self.net, self.feature_layer, lambda rgb: preprocess(rgb, self.size), dynamic_size=False)
 
     def dataset(self, root: Path, split: str) -> SodDataset:
         return SodDataset(root, split, self.size)

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
-from cldyn_cli.tasks import Batch, FeatureTap, Sample, TaskBackend, TaskOptions, find_module, freeze
+from cldyn_cli.tasks import Batch, FeatureTap, Sample, TappedNetwork, TaskBackend, TaskOptions, find_module, freeze
 
 from cldyn_plugin_yolo import data
 from cldyn_plugin_yolo.evaluation import DetectionScorer
@@ -47,7 +47,8 @@ class YoloBackend(TaskBackend):
 
     def prepare(self, fused_rgb: Tensor) -> tuple[Tensor, data.Geometry]:
         """Letterbox a fused batch the way the dataset does (a no-op on dataset batches)."""
-        geometry = data.letterbox_geometry(*fused_rgb.shape[-2:], self.imgsz, self.stride, self.rect)
+        height, width = (int(n) for n in fused_rgb.shape[-2:])  # plain ints, also while tracing for export
+        geometry = data.letterbox_geometry(height, width, self.imgsz, self.stride, self.rect)
         return data.letterbox(fused_rgb, geometry), geometry
 
     def _targets(self, targets: dict[str, Tensor], geometry: data.Geometry) -> dict[str, Tensor]:
@@ -69,6 +70,10 @@ class YoloBackend(TaskBackend):
         predictions = self.model(images)  # eval mode: (decoded, raw); the criterion takes the raw part
         total, _items = self.criterion(predictions, self._targets(targets, geometry))
         return total.sum() / images.shape[0]
+
+    def feature_network(self) -> TappedNetwork:
+        # The letterbox geometry is worked out from the input size: the graph holds for the traced size.
+        return TappedNetwork(self.model, self.feature_layer, lambda rgb: self.prepare(rgb)[0], dynamic_size=False)
 
     def dataset(self, root: Path, split: str) -> data.DetectionDataset:
         return data.DetectionDataset(Path(root), split, len(self.names), self.imgsz, self.stride, self.rect)
