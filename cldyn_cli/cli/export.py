@@ -11,8 +11,9 @@ import typer
 from cldyn_cli.api import load_task_compensation
 from cldyn_cli.errors import UserError
 from cldyn_cli.export import (DEFAULT_OPSET, CompensatedFusionGraph, FusionGraph, check_onnx,
-                              compensated_reference, export_graph)
+                              compensated_reference, export_graph, require_packages)
 from cldyn_cli.models.loading import load_vfn
+from cldyn_cli.outputs import check_writable
 from cldyn_cli.tasks import TaskOptions
 from cldyn_cli.ui import Quiet, user_errors
 
@@ -50,6 +51,8 @@ def export(
     """
     if output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'cldyn.onnx'}")
+    check_writable(output, "--output")
+    require_packages("onnx", *(["onnxruntime"] if check else []))  # before any work
     if (task is None) != (rsc is None):
         raise UserError("--task and --rsc go together: the compensation (--rsc) is conditioned on the task network")
     if task is not None and base is not None:
