@@ -114,6 +114,7 @@ SEG = ["--task-weights", "{w}/seg.safetensors"]
 C = [*C0, *SEG]
 CO = [*C, "-o", "{w}/out/r.safetensors"]
 E = ["eval", "{w}/scenes/ir", "{w}/scenes/vis", "{w}/fused", "-q"]
+ET = ["eval", "--task", "toyseg", "--data", "{w}/fmb", "{w}/fmb/test/Visible", *SEG, "--device", "cpu", "-q"]
 X = ["export", "--no-check", "-q"]
 S = ["synth", "-q", "--n", "1", "--size", "32x32"]
 
@@ -180,6 +181,8 @@ CASES = [
     ("train-resume-hollow-state", [*T, "-o", "{w}/hollow/m.safetensors", "--resume", "--crop", "16", "--steps", "2"],
      "m.train-state.safetensors"),
     ("train-max-pixels", [*TO, "--max-pixels", "100"], "--max-pixels"),
+    ("train-resume-foreign-log", [*T, "-o", "{w}/hollow/m.safetensors", "--resume", "--crop", "16", "--steps", "2",
+                                  "--log", "{w}/file"], "not a loss log"),
     # compensate
     ("comp-config-tau-zero", [*CO, "--config", "{w}/yaml/tau0.yaml"], "tau in"),
     ("comp-config-embed-dim", [*CO, "--config", "{w}/yaml/embed6.yaml"], "embed_dim in"),
@@ -212,6 +215,8 @@ CASES = [
     ("comp-base-folder", [*CO, "--base", "{w}/folder"], "folder"),
     ("comp-resume-without-state", [*CO, "--resume"], "--resume"),
     ("comp-resume-hollow-state", [*C, "-o", "{w}/hollow/r.safetensors", "--resume"], "r.train-state.safetensors"),
+    ("comp-resume-foreign-log", [*C, "-o", "{w}/hollow/r.safetensors", "--resume", "--log", "{w}/file"],
+     "not a loss log"),
     ("comp-precision-bf16-on-cpu", [*CO, "--precision", "bf16"], "bf16"),
     ("comp-rsc-blocks-too-many", [*CO, "--rsc-blocks", "9"], "--rsc-blocks"),
     ("comp-delta-negative", [*CO, "--delta", "-1"], "--delta"),
@@ -230,6 +235,11 @@ CASES = [
     ("eval-workers-negative", [*E, "--workers", "-1"], "--workers"),
     ("eval-max-pixels", [*E, "--max-pixels", "100"], "--max-pixels"),
     ("eval-pixel-bomb", ["eval", "{w}/bomb/ir", "{w}/bomb/vis", "{w}/bomb/vis"], "--max-pixels"),
+    ("eval-task-json-folder", [*ET, "--json", "{w}/folder"], "--json"),
+    ("eval-task-report-is-file", [*ET, "--report", "{w}/file"], "--report"),
+    ("eval-task-max-pixels", [*ET, "--max-pixels", "100"], "--max-pixels"),
+    ("eval-task-without-weights", ["eval", "--task", "toyseg", "--data", "{w}/fmb", "{w}/fmb/test/Visible"],
+     "--task-weights"),
     # export
     ("export-output-folder", [*X, "-o", "{w}/folder"], "folder"),
     ("export-output-parent-is-file", [*X, "-o", "{w}/file/m.onnx"], "file"),

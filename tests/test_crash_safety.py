@@ -1,6 +1,6 @@
 """Crashes and concurrent writers: a killed commit is completed by the next run, a second writer is
-refused, leftovers of killed runs are removed, and a resumed compensate killed in its first step
-keeps its log and state.
+refused, leftovers of killed runs are removed, and a resumed train-base or compensate killed in its
+first step keeps its log and state.
 
 A kill is simulated in a child process by ``os._exit`` at the chosen moment (no cleanup runs, as
 with ``kill -9``).
@@ -168,22 +168,39 @@ def log_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_compensate_killed_in_its_first_resumed_step_keeps_log_and_state(w, tmp_path) -> None:
-    out, log, state = tmp_path / "r.safetensors", tmp_path / "r.log.csv", tmp_path / "r.train-state.safetensors"
-    refused = runner.invoke(app, compensate_args(w, out, 2, "--resume"))
-    assert refused.exit_code == 2 and not log.exists()  # a refused run writes no log
-    assert runner.invoke(app, compensate_args(w, out, 2)).exit_code == 0
-    log_before, state_before = log.read_bytes(), state.read_bytes()
-    assert [r["step"] for r in log_rows(log)] == ["1", "2"]
-    status = killed_run(compensate_args(w, out, 4, "--resume"), """
+def train_base_args(w: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return ["train-base", str(w), "-o", str(out), "--steps", str(steps), "--checkpoint-every", "1", "--crop", "16",
+            "--batch-size", "2", "--blocks", "1", "--device", "cpu", "-q", *extra]
+
+
+# Per command: its arguments, and a patch that kills the run inside its next training step.
+TRAINERS = {
+    "compensate": (compensate_args, """
         import os
         from cldyn_cli.training import closed_loop
         closed_loop.task_step = lambda *args, **kwargs: os._exit(9)
-    """)
-    assert status == 9
+    """),
+    "train-base": (train_base_args, """
+        import os
+        from cldyn_cli.training import base
+        base.fusion_loss = lambda *args, **kwargs: os._exit(9)
+    """),
+}
+
+
+@pytest.mark.parametrize("command", sorted(TRAINERS))
+def test_run_killed_in_its_first_resumed_step_keeps_log_and_state(w, tmp_path, command) -> None:
+    args, kill = TRAINERS[command]
+    out, log, state = tmp_path / "r.safetensors", tmp_path / "r.log.csv", tmp_path / "r.train-state.safetensors"
+    refused = runner.invoke(app, args(w, out, 2, "--resume"))
+    assert refused.exit_code == 2 and not log.exists()  # a refused run writes no log
+    assert runner.invoke(app, args(w, out, 2)).exit_code == 0
+    log_before, state_before = log.read_bytes(), state.read_bytes()
+    assert [r["step"] for r in log_rows(log)] == ["1", "2"]
+    assert killed_run(args(w, out, 4, "--resume"), kill) == 9
     assert log.read_bytes() == log_before and state.read_bytes() == state_before
-    assert runner.invoke(app, compensate_args(w, out, 4, "--resume")).exit_code == 0
+    assert runner.invoke(app, args(w, out, 4, "--resume")).exit_code == 0
     straight = tmp_path / "straight.safetensors"
-    assert runner.invoke(app, compensate_args(w, straight, 4)).exit_code == 0
+    assert runner.invoke(app, args(w, straight, 4)).exit_code == 0
     assert log_rows(log) == log_rows(tmp_path / "straight.log.csv")
     assert [r["step"] for r in log_rows(log)] == ["1", "2", "3", "4"]

@@ -57,15 +57,21 @@ def test_trust_checkpoint_is_what_allows_full_unpickling(evil_pt, capsys) -> Non
     assert "warning: --trust-checkpoint" in capsys.readouterr().err
 
 
-def test_malicious_pt_through_the_cli_is_one_line_and_runs_nothing(evil_pt, m3fd, tmp_path) -> None:
+@pytest.mark.parametrize("command", ["compensate", "eval"])
+def test_malicious_pt_through_the_cli_is_one_line_and_runs_nothing(evil_pt, m3fd, tmp_path, command) -> None:
     path, marker = evil_pt
     out = tmp_path / "out"
-    result = runner.invoke(create_app(), ["compensate", "--plugin", "yolo", "--data", str(m3fd),
-                                          "--task-weights", str(path), "-o", str(out / "r.safetensors"),
-                                          "--steps", "1", "--device", "cpu", "-q"])
+    argv = {"compensate": ["compensate", "--plugin", "yolo", "--data", str(m3fd), "-o", str(out / "r.safetensors"),
+                           "--steps", "1"],
+            "eval": ["eval", "--task", "det", "--data", str(m3fd), str(m3fd), "--json", str(out / "m.json")]}[command]
+    result = runner.invoke(create_app(), [*argv, "--task-weights", str(path), "--device", "cpu", "-q"])
     assert result.exit_code == 2, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and "evil.pt" in result.stderr
     assert not marker.exists() and not out.exists()
+    trusted = runner.invoke(create_app(), [*argv, "--task-weights", str(path), "--device", "cpu", "-q",
+                                           "--trust-checkpoint"])
+    assert trusted.exit_code == 2 and "holds no Ultralytics model" in trusted.stderr
+    assert marker.exists() and not out.exists()  # the flag reached the loader, and only it
 
 
 @pytest.mark.parametrize("layer, activation", [
