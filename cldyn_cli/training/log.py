@@ -28,7 +28,10 @@ def _kept_rows(log: Path, keep_until: int) -> list[dict[str, Any]]:
         return []
     try:
         with log.open(newline="") as handle:
-            return [row for row in csv.DictReader(handle) if int(row["step"]) <= keep_until]
+            reader = csv.DictReader(handle)
+            if "step" not in (reader.fieldnames or []):
+                raise ValueError("no step column")
+            return [row for row in reader if int(row["step"]) <= keep_until]
     except (OSError, csv.Error, KeyError, TypeError, ValueError, UnicodeDecodeError):
         raise UserError(f"--log {log} is not a loss log written by cldyn; move it away or give another "
                         "--log") from None
