@@ -75,14 +75,15 @@ class Fuser:
     ``Fuser(rsc=path, task="det", task_weights=path)`` fuses with a trained compensation (which
     carries its base network) for the task it was trained for. ``device`` is "auto", "cpu",
     "cuda" or "cuda:N"; ``tile`` fuses large images tile by tile (exact); ``stretch`` switches the
-    base model's output stretch on or off (None: as it was trained).
+    base model's output stretch on or off (None: as it was trained). ``trust_checkpoint`` lets the
+    task's plugin unpickle its weights in full (which runs code stored in them): only for files you trust.
     """
 
     def __init__(self, base: Optional[PathLike] = None, *, rsc: Optional[PathLike] = None,
                  task: Optional[str] = None, task_weights: Optional[PathLike] = None,
                  task_config: Optional[PathLike] = None, feature_layer: Optional[str] = None,
                  device: str = "auto", tile: Optional[int] = None, sample: bool = False, seed: int = 0,
-                 stretch: Optional[bool] = None) -> None:
+                 stretch: Optional[bool] = None, trust_checkpoint: bool = False) -> None:
         from cldyn_cli.ui import resolve_device
 
         if (task is None) != (rsc is None):
@@ -94,7 +95,8 @@ class Fuser:
             self._base = fusion.Fuser(with_stretch(load_vfn(_path(base))[0], stretch), self.device, tile)
             self._compensated = None
         else:
-            options = TaskOptions(_path(task_weights), _path(task_config), self.device, feature_layer)
+            options = TaskOptions(_path(task_weights), _path(task_config), self.device, feature_layer,
+                                  trust=trust_checkpoint)
             self._compensated = _CompensatedFusion(str(task), Path(rsc), options, sample, seed, stretch)
 
     def fuse_float(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:

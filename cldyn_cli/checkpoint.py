@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from cldyn_cli import __version__
 from cldyn_cli.errors import UserError
-from cldyn_cli.outputs import atomic_path
+from cldyn_cli.outputs import atomic_path, check_new_files, check_writable
 
 BASE_FORMAT = "cldyn.vfn"
 TRAIN_STATE_FORMAT = "cldyn.vfn.train-state"
@@ -50,6 +50,8 @@ def source_commit() -> str | None:
 
 def read_metadata(path: Path) -> dict[str, str]:
     """The string metadata of a safetensors file; a missing, foreign or corrupt file is a UserError."""
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a folder; give a .safetensors file")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; check the path")
     try:
@@ -86,6 +88,18 @@ def existing_train_state(output: Path) -> Path:
     return path
 
 
+def check_run_files(output: Path, log: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse before any work a training run whose files (model, state, log) cannot be written,
+    would replace existing ones without --overwrite, or that asks to --resume with no state."""
+    files = {"--output": output, "training state": train_state_path(output), "--log": log}
+    for what, path in files.items():
+        check_writable(path, what)
+    if resume:
+        existing_train_state(output)
+    else:
+        check_new_files(list(files.values()), overwrite)
+
+
 def resumed_step(output: Path, resume: bool) -> int:
     """The step a run writing ``output`` starts from: the saved one when resuming, else 0."""
     state = train_state_path(output)
@@ -98,6 +112,13 @@ def check_resumable(saved: dict, config: object, keys: tuple[str, ...], path: Pa
     if changed:
         detail = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
         raise UserError(f"cannot resume from {path}: it was trained with {detail}; use the same settings")
+
+
+def incomplete_state(path: Path, exc: Exception) -> UserError:
+    """The error for a training state that lacks tensors a resumed run needs (or holds wrong ones)."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(f"{path} is not a complete training state ({type(exc).__name__}: {detail[:120]}); "
+                     "delete it and run without --resume")
 
 
 def metadata_json(metadata: dict[str, str], key: str, path: Path) -> Any:

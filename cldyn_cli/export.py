@@ -74,12 +74,20 @@ def compensated_reference(base: VFN, compensation: SemanticCompensation, task: T
     return fuse
 
 
+def require_packages(*names: str) -> None:
+    """Refuse in one line when any of the packages ``names`` (onnx, onnxruntime) is not installed."""
+    missing = [name for name in names if importlib.util.find_spec(name) is None]
+    if missing:
+        hint = " (or pass --no-check)" if missing == ["onnxruntime"] else ""
+        raise UserError(f"exporting needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}: "
+                        f"pip install 'cldyn[export]'{hint}")
+
+
 def export_graph(graph: nn.Module, path: Path, opset: int = DEFAULT_OPSET, size: tuple[int, int] = (64, 80),
                  dynamic_size: bool = True) -> None:
     """Write ``graph`` (ir, vis -> fused) as ONNX traced at ``size``; batch dynamic, height and width too
     unless ``dynamic_size`` is False. A graph that cannot be exported is a UserError."""
-    if importlib.util.find_spec("onnx") is None:
-        raise UserError("exporting needs the onnx package: pip install 'cldyn[export]'")
+    require_packages("onnx")
     example = (torch.rand(1, 1, *size), torch.rand(1, 3, *size))
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
     with atomic_path(path) as tmp, warnings.catch_warnings(), _native_log_discarded():
@@ -117,11 +125,9 @@ def export_onnx(base: VFN, path: Path, opset: int = DEFAULT_OPSET) -> None:
 def check_onnx(reference: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], path: Path, height: int = 75,
                width: int = 101, seed: int = 0) -> float:
     """Largest absolute difference between onnxruntime and ``reference`` on a random batch of two pairs."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UserError("checking the export needs onnxruntime: pip install 'cldyn[export]' "
-                        "(or pass --no-check)") from None
+    require_packages("onnxruntime")
+    import onnxruntime
+
     gen = torch.Generator().manual_seed(seed)
     ir, vis = torch.rand(2, 1, height, width, generator=gen), torch.rand(2, 3, height, width, generator=gen)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -12,7 +12,7 @@ explains each group; signatures are in each name's docstring (``help(plugin_api.
 - Fusion, for plugins that train their task network on fused images: ``load_vfn``, ``VFN``,
   ``luminance``, ``task_rgb``.
 - Errors and commands: ``UserError``, ``user_errors``, ``progress``, ``resolve_device``, and the
-  shared option types ``Device``, ``Quiet``, ``Seed``, ``Overwrite``.
+  shared option types ``Device``, ``Quiet``, ``Seed``, ``Overwrite``, ``TrustCheckpoint``.
 - Files: ``atomic_path``, ``all_or_nothing``, ``check_new_files``, ``read_yaml``, ``build_config``.
 - Checkpoints and resumable training: ``atomic_save``, ``load_checkpoint``, ``read_metadata``,
   ``metadata_json``, ``train_state_path``, ``existing_train_state``, ``resumed_step``,
@@ -43,14 +43,14 @@ from cldyn_cli.tasks import (Batch, FeatureTap, Sample, TappedNetwork, TaskBacke
                              freeze)
 from cldyn_cli.training.base import batch_indices
 from cldyn_cli.training.state import TrainState
-from cldyn_cli.ui import Device, Overwrite, Quiet, Seed, progress, resolve_device, user_errors
+from cldyn_cli.ui import Device, Overwrite, Quiet, Seed, TrustCheckpoint, progress, resolve_device, user_errors
 
 __all__ = [
     "hookimpl", "TaskSpec", "TaskBackend", "TaskOptions", "Sample", "Batch", "FeatureTap", "find_module", "freeze",
     "TappedNetwork",
     "read_image", "read_infrared", "write_png", "is_image", "image_size", "find_pairs", "Pair", "IMAGE_SUFFIXES",
     "load_vfn", "VFN", "luminance", "task_rgb",
-    "UserError", "user_errors", "progress", "resolve_device", "Device", "Quiet", "Seed", "Overwrite",
+    "UserError", "user_errors", "progress", "resolve_device", "Device", "Quiet", "Seed", "Overwrite", "TrustCheckpoint",
     "atomic_path", "all_or_nothing", "check_new_files", "read_yaml", "build_config",
     "atomic_save", "load_checkpoint", "read_metadata", "metadata_json", "train_state_path", "existing_train_state",
     "resumed_step", "TrainState", "batch_indices", "plugin_versions", "use_plugin",

@@ -30,6 +30,7 @@ class TaskOptions:
     config: Path | None = None  # --task-config (YAML or the library's own config file)
     device: torch.device = torch.device("cpu")
     feature_layer: str | None = None  # overrides the backend's default tapped layer
+    trust: bool = False  # --trust-checkpoint: the user allows full unpickling of the task weights
 
 
 @dataclass

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Callable, Optional, TypeVar, Union
 import torch
 import typer
 from rich.console import Console
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click; pinned
+from typer.core import TyperGroup
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cldyn_cli.errors import UserError
@@ -36,6 +38,32 @@ def user_errors(func: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class OneLineErrors(TyperGroup):
+    """The app's command group: a bad flag (unknown, missing, out of range) is one line, exit 2.
+
+    Typer's default draws a multi-line box with the usage; a user error here reads like every
+    other: ``error: Invalid value for '--tile': 10 is not in the range x>=64 (see 'cldyn fuse --help')``.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as exc:  # the help has been printed already
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            message = " ".join(exc.format_message().split())
+            print(f"error: {message.rstrip('.')}{hint}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print("aborted", file=sys.stderr)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def _clock(seconds: float) -> str:
@@ -134,6 +162,11 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 Seed = Annotated[int, typer.Option(help="Random seed; the same seed repeats a CPU run exactly.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs instead of stopping.")]
+MaxPixels = Annotated[int, typer.Option(min=1, help="Largest image (width x height) read or written; larger "
+                                        "ones are refused before decoding.")]
+TrustCheckpoint = Annotated[bool, typer.Option("--trust-checkpoint", help="Unpickle task checkpoints in full "
+                                               "(runs code stored in them). Only for files you trust; safe "
+                                               "loading is the default.")]
 
 
 def default_of(config: type, name: str) -> str:

@@ -109,6 +109,18 @@ def test_missing_onnx_is_one_line(tmp_path, monkeypatch) -> None:
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_missing_onnxruntime_is_refused_before_work_unless_no_check(tmp_path, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    result = runner.invoke(app, ["export", "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        "error: exporting needs the onnxruntime package: pip install 'cldyn[export]' (or pass --no-check)"]
+    assert not (tmp_path / "m.onnx").exists()
+    assert runner.invoke(app, ["export", "-o", str(tmp_path / "m.onnx"), "--no-check", "-q"]).exit_code == 0
+    assert (tmp_path / "m.onnx").exists()
+
+
 def test_export_keeps_the_residual_output_and_its_clipped_stretch_at_other_sizes(tmp_path: Path) -> None:
     from cldyn_cli.export import check_onnx, export_onnx
     from cldyn_cli.models.vfn import VFN, VFNConfig

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from cldyn_cli.errors import UserError
 from cldyn_cli.models.rsc import A2SI, RSC, BasisVectorBank, RSCConfig, SemanticCompensation, conv1d_mean
 from cldyn_cli.models.vfn import VFN, VFNConfig
 from reference_a2si import reference_a2si
@@ -172,5 +173,7 @@ def test_rsc_holds_k_blocks_and_rejects_bad_shapes() -> None:
 def test_config_round_trip() -> None:
     config = RSCConfig(blocks=2, filters=3, tau=0.7)
     assert RSCConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(UserError, match="unknown"):
         RSCConfig.from_dict({"blocks": 1, "depth": 3})
+    with pytest.raises(UserError, match="tau in the RSC config must be greater than 0"):
+        RSCConfig.from_dict({"tau": 0})

@@ -118,4 +118,4 @@ def test_loss_weights_and_stretch_reach_the_saved_model(pair_dirs, tmp_path: Pat
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", json.loads(metadata["provenance"])["git_commit"])
     bad = CliRunner().invoke(app, ["train-base", str(pair_dirs[0].parent), "-o", str(tmp_path / "x.safetensors"),
                                    "--steps", "1", "--lr-schedule", "linear", "--quiet", "--device", "cpu"])
-    assert bad.exit_code == 2 and "lr_schedule 'linear' is not one of constant, cosine" in bad.output
+    assert bad.exit_code == 2 and "--lr-schedule must be one of constant, cosine, got 'linear'" in bad.output

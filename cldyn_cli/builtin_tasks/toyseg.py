@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cldyn_cli import hookimpl
 from cldyn_cli.checkpoint import atomic_save, load_checkpoint, metadata_json
-from cldyn_cli.config import build, load_config
+from cldyn_cli.config import build, load_config, setting
 from cldyn_cli.data.images import read_image, read_infrared
 from cldyn_cli.data.pairs import find_pairs
 from cldyn_cli.errors import UserError
@@ -37,8 +37,8 @@ DEFAULT_LAYER = "mid"
 class ToySegConfig:
     """Network settings; ``--task-config`` YAML may set them when no weights are given."""
 
-    num_classes: int = 15  # FMB: background + 14 classes
-    seed: int = 0  # initialises the untrained network
+    num_classes: int = setting(15, min=2, max=254)  # FMB: background + 14 classes (255 = ignore)
+    seed: int = setting(0, min=0)  # initialises the untrained network
 
 
 class ToySegNet(nn.Module):

@@ -25,6 +25,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def create_app() -> typer.Typer:
     """The `cldyn` app: the built-in commands, then the commands of every working plugin."""
     from cldyn_cli.cli import compensate, eval as eval_, export, fuse, info, plugins, synth, train_base
+    from cldyn_cli.ui import OneLineErrors
 
     app = typer.Typer(
         name="cldyn",
@@ -33,6 +34,7 @@ def create_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         rich_markup_mode=None,
+        cls=OneLineErrors,
     )
     app.callback()(_root)
     for module in (compensate, eval_, export, fuse, info, plugins, synth, train_base):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -11,12 +10,13 @@ from typing import Annotated, Optional
 import torch
 import typer
 
-from cldyn_cli.checkpoint import resumed_step, train_state_path
-from cldyn_cli.outputs import check_new_files
+from cldyn_cli.checkpoint import check_run_files, resumed_step
 from cldyn_cli.plugins import plugin_versions
-from cldyn_cli.training.log import default_log_path, step_log
-from cldyn_cli.ui import Device, Overwrite, Quiet, default_of, progress, resolve_device, user_errors
+from cldyn_cli.training.log import StepLog, default_log_path
+from cldyn_cli.ui import (Device, MaxPixels, Overwrite, Quiet, TrustCheckpoint, default_of, progress, resolve_device,
+                          user_errors)
 from cldyn_cli.config import build, read_yaml, with_overrides
+from cldyn_cli.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import load_vfn, save_compensation
 from cldyn_cli.training.closed_loop import (CompensateConfig, StepReport, TaskEntry, load_tasks,
@@ -84,6 +84,8 @@ def compensate(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT's .train-state.safetensors.")] = False,
     device: Device = "auto",
     overwrite: Overwrite = False,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    trust_checkpoint: TrustCheckpoint = False,
     quiet: Quiet = False,
 ) -> None:
     """Train the requirement-driven semantic compensation (bank + one RSC per branch).
@@ -106,32 +108,31 @@ def compensate(
     if output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'rsc.safetensors'}")
     log_path = log or default_log_path(output)
-    if not resume:
-        check_new_files([output, log_path, train_state_path(output)], overwrite)
+    check_run_files(output, log_path, resume, overwrite)
+    set_max_pixels(max_pixels)
+    log_rows = StepLog(log_path, LOG_FIELDS, resumed_step(output, resume) if resume else None)
     with process_group(resolve_device(device)) as (ranks, dev):
-        _compensate(cfg, output, base, log_path, resume, dev, quiet or not ranks.is_main, ranks)
+        _compensate(cfg, output, base, log_rows, resume, dev, quiet or not ranks.is_main, ranks, trust_checkpoint)
 
 
-def _compensate(cfg: CompensateConfig, output: Path, base: Optional[Path], log_path: Path, resume: bool,
-                dev: torch.device, quiet: bool, ranks: Ranks) -> None:
+def _compensate(cfg: CompensateConfig, output: Path, base: Optional[Path], log_rows: StepLog, resume: bool,
+                dev: torch.device, quiet: bool, ranks: Ranks, trust: bool) -> None:
     """Train and write (rank 0 alone writes the log and the result)."""
     base_model, base_meta = load_vfn(base, dev)
-    tasks = load_tasks(cfg.tasks, dev)
+    tasks = load_tasks(cfg.tasks, dev, trust)
     resumed_at = resumed_step(output, resume)
     total = total_steps(cfg, tasks)
-    log_rows = step_log(log_path, LOG_FIELDS, resumed_at if resume else None) if ranks.is_main \
-        else contextlib.nullcontext(lambda rows: None)
-    with progress(quiet) as bar, log_rows as write:
+    with progress(quiet) as bar:
         job = bar.add_task("compensating", total=total, completed=resumed_at, status="")
 
         def on_step(reports: list[StepReport], _total: int) -> None:
-            write([{k: getattr(r, k) for k in LOG_FIELDS} for r in reports])
+            log_rows.add([{k: getattr(r, k) for k in LOG_FIELDS} for r in reports])
             status = "  ".join(f"{r.task}: comp {r.l_comp:.3f} base {r.l_base:.3f} pen {r.penalty:.3f}"
                                for r in reports)
             bar.update(job, completed=reports[0].step, status=status)
 
         compensation = train_compensation(base_model, tasks, output, cfg, dev, resume=resume, on_step=on_step,
-                                          ranks=ranks)
+                                          ranks=ranks, on_checkpoint=lambda _step: log_rows.write())
     if not ranks.is_main:
         return
     extra = {"tasks": [{**asdict(t.entry), "task": t.backend.name, "feature_layer": t.backend.feature_layer}
@@ -141,7 +142,7 @@ def _compensate(cfg: CompensateConfig, output: Path, base: Optional[Path], log_p
              "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     save_compensation(compensation.cpu(), base_model.cpu(), output, extra)
     if not quiet:
-        typer.echo(f"wrote {output} and {log_path}", err=True)
+        typer.echo(f"wrote {output} and {log_rows.path}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,11 +17,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cldyn_cli.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
 from cldyn_cli.metrics import task as task_metrics
 from cldyn_cli.tasks import TaskOptions
-from cldyn_cli.ui import Device, Quiet, progress, resolve_device, user_errors
+from cldyn_cli.ui import Device, MaxPixels, Quiet, TrustCheckpoint, progress, resolve_device, user_errors
 from cldyn_cli.errors import UserError
-from cldyn_cli.outputs import atomic_path
+from cldyn_cli.outputs import atomic_path, check_writable
 from cldyn_cli.metrics import CONVENTIONS, DEFAULT_CONVENTION, HIGHER_IS_BETTER, parse_metric_names
 from cldyn_cli.metrics.conventions import get_convention, metric_notes
 from cldyn_cli.metrics.evaluate import (GRAYSCALE_NOTE, Job, Summary, best_methods, build_jobs, evaluate_job,
@@ -32,17 +33,15 @@ THUMB_SIZE = 200
 
 
 def _check_output_file(path: Path | None, what: str) -> None:
-    if path is None:
-        return
-    if path.is_dir():
-        raise UserError(f"{what} {path} is a folder; give a file name")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise UserError(f"{what} {path}: {path.parent} is not a folder")
+    if path is not None:
+        check_writable(path, what)
 
 
 def _check_report_dir(path: Path | None) -> None:
     if path is not None and path.exists() and not path.is_dir():
         raise UserError(f"--report {path} is a file; give a folder (index.html is written into it)")
+    if path is not None:
+        check_writable(path, "--report", is_folder=True)
 
 
 def _write_all(outputs: dict[Path, str]) -> None:
@@ -195,6 +194,8 @@ def evaluate(
         help="With --task: the task network's config file.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="With --task: images per forward pass.")] = 1,
     device: Device = "auto",
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    trust_checkpoint: TrustCheckpoint = False,
     quiet: Quiet = False,
 ) -> None:
     """Score fused images with fusion-quality metrics (8-bit grey, visible as luminance), or with
@@ -211,10 +212,11 @@ def evaluate(
     _check_output_file(json_out, "--json")
     _check_output_file(csv_out, "--csv")
     _check_report_dir(report)
+    set_max_pixels(max_pixels)
     if task is not None:
         fused = list(paths) + list(fused_opts or [])
-        _task_metrics(task, fused, data, split, TaskOptions(task_weights, task_config, resolve_device(device)),
-                      batch_size, json_out, csv_out, report, quiet)
+        options = TaskOptions(task_weights, task_config, resolve_device(device), trust=trust_checkpoint)
+        _task_metrics(task, fused, data, split, options, batch_size, json_out, csv_out, report, quiet)
         return
     if data is not None or task_weights is not None or task_config is not None:
         raise UserError("--data, --task-weights and --task-config are for --task; add --task NAME")

@@ -11,10 +11,11 @@ import typer
 from cldyn_cli.api import load_task_compensation
 from cldyn_cli.errors import UserError
 from cldyn_cli.export import (DEFAULT_OPSET, CompensatedFusionGraph, FusionGraph, check_onnx,
-                              compensated_reference, export_graph)
+                              compensated_reference, export_graph, require_packages)
 from cldyn_cli.models.loading import load_vfn
+from cldyn_cli.outputs import check_writable
 from cldyn_cli.tasks import TaskOptions
-from cldyn_cli.ui import Quiet, user_errors
+from cldyn_cli.ui import Quiet, TrustCheckpoint, user_errors
 
 TOLERANCE = 1e-4
 
@@ -36,6 +37,7 @@ def export(
     width: Annotated[int, typer.Option(min=8, help="Image width, likewise.")] = 320,
     opset: Annotated[int, typer.Option(min=13, help="ONNX opset version.")] = DEFAULT_OPSET,
     check: Annotated[bool, typer.Option(help="Run the graph with onnxruntime and compare it with PyTorch.")] = True,
+    trust_checkpoint: TrustCheckpoint = False,
     quiet: Quiet = False,
 ) -> None:
     """Export fusion to ONNX: inputs `ir` (B,1,H,W) and `vis` (B,3,H,W) RGB in [0, 1],
@@ -50,6 +52,8 @@ def export(
     """
     if output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'cldyn.onnx'}")
+    check_writable(output, "--output")
+    require_packages("onnx", *(["onnxruntime"] if check else []))  # before any work
     if (task is None) != (rsc is None):
         raise UserError("--task and --rsc go together: the compensation (--rsc) is conditioned on the task network")
     if task is not None and base is not None:
@@ -60,7 +64,7 @@ def export(
         graph = FusionGraph(model).eval()
         reference, dynamic_size = graph, True
     else:
-        options = TaskOptions(task_weights, task_config, torch.device("cpu"), feature_layer)
+        options = TaskOptions(task_weights, task_config, torch.device("cpu"), feature_layer, trust=trust_checkpoint)
         compensation, model, backend = load_task_compensation(task, rsc, options)
         features = backend.feature_network()
         graph = CompensatedFusionGraph(model, compensation, features)

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from cldyn_cli.api import Fuser
-from cldyn_cli.ui import Device, Overwrite, Quiet, progress, user_errors
-from cldyn_cli.data.images import read_image, read_infrared, write_png
+from cldyn_cli.ui import Device, MaxPixels, Overwrite, Quiet, TrustCheckpoint, progress, user_errors
+from cldyn_cli.data.images import DEFAULT_MAX_PIXELS, read_image, read_infrared, set_max_pixels, write_png
 from cldyn_cli.data.pairs import check_sizes, find_pairs
 from cldyn_cli.errors import UserError
 from cldyn_cli.fusion import resize_to
@@ -43,6 +43,8 @@ def fuse(
     resize: Annotated[bool, typer.Option("--resize", help="Resize infrared to the visible size when they differ "
                                          "(otherwise a size mismatch is an error).")] = False,
     device: Device = "auto",
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    trust_checkpoint: TrustCheckpoint = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
@@ -56,13 +58,15 @@ def fuse(
     if task is not None and base is not None:
         raise UserError("--base cannot be combined with --rsc: the compensation file carries the base it was "
                         "trained with")
+    set_max_pixels(max_pixels)
     pairs = find_pairs(ir, vis)
     if not resize:
         check_sizes(pairs)
-    check_output_dir(output, [p.name for p in pairs], ".png", overwrite)
-    fuser = Fuser(base, rsc=rsc, task=task, task_weights=task_weights, task_config=task_config,
-                  feature_layer=feature_layer, device=device, tile=tile, sample=sample, seed=seed, stretch=stretch)
-    with all_or_nothing(output) as stage, progress(quiet) as bar:
+    with all_or_nothing(output) as stage, progress(quiet) as bar:  # the output folder is locked from here on
+        check_output_dir(output, [p.name for p in pairs], ".png", overwrite)
+        fuser = Fuser(base, rsc=rsc, task=task, task_weights=task_weights, task_config=task_config,
+                      feature_layer=feature_layer, device=device, tile=tile, sample=sample, seed=seed, stretch=stretch,
+                      trust_checkpoint=trust_checkpoint)
         job = bar.add_task("fusing", total=len(pairs), status="")
         for pair in pairs:
             vis_img = read_image(pair.vis)

@@ -12,9 +12,11 @@ from typing import Annotated
 
 import typer
 
-from cldyn_cli.ui import Quiet, Seed, progress, user_errors
+from cldyn_cli.ui import MaxPixels, Quiet, Seed, progress, user_errors
+from cldyn_cli.data.images import DEFAULT_MAX_PIXELS, check_pixels, set_max_pixels
 from cldyn_cli.data.synth import LAYOUTS, MIN_SIZE, write_dataset
 from cldyn_cli.errors import UserError
+from cldyn_cli.outputs import check_writable
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
@@ -44,6 +46,7 @@ def synth(
         "fmb = {train,test}/{Infrared,Visible,Label} (segmentation); "
         "vt5000 = {Train,Test}/{RGB,T,GT} (salient objects). "
         "Split layouts put every fifth scene in test."))] = "pairs",
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     quiet: Quiet = False,
 ) -> None:
     """Write synthetic street scenes: infrared and visible images plus labels.
@@ -54,10 +57,15 @@ def synth(
     smaller --n writes a prefix of a larger one.
     """
     width, height = parse_size(size)
+    set_max_pixels(max_pixels)
+    check_pixels(width, height, "--size")
     if layout not in LAYOUTS:
         raise UserError(f"unknown --layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     if n < 1:
         raise UserError(f"--n must be at least 1, got {n}")
+    if seed < 0:
+        raise UserError(f"--seed must be at least 0, got {seed}")
+    check_writable(out, "output", is_folder=True)
     with progress(quiet) as bar:
         job = bar.add_task("synthesising", total=n, status="")
         write_dataset(out, n, width, height, seed, layout,

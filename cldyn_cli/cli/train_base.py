@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -10,16 +9,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from cldyn_cli.ui import Device, Overwrite, Quiet, default_of, progress, resolve_device, user_errors
+from cldyn_cli.ui import Device, MaxPixels, Overwrite, Quiet, default_of, progress, resolve_device, user_errors
 from cldyn_cli.config import load_config
+from cldyn_cli.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
 from cldyn_cli.data.pairs import find_dataset_pairs
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import save_vfn
-from cldyn_cli.checkpoint import resumed_step, source_commit, train_state_path
-from cldyn_cli.outputs import check_new_files
+from cldyn_cli.checkpoint import check_run_files, resumed_step, source_commit, train_state_path
 from cldyn_cli.training.base import TrainBaseConfig, train_base, usable_crop
 from cldyn_cli.training.distributed import process_group
-from cldyn_cli.training.log import default_log_path, step_log
+from cldyn_cli.training.log import StepLog, default_log_path
 
 
 @user_errors
@@ -68,6 +67,7 @@ def train_base_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT's .train-state.safetensors.")] = False,
     device: Device = "auto",
     overwrite: Overwrite = False,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     quiet: Quiet = False,
 ) -> None:
     """Train the base fusion network (VFN) with the loss of docs/method.md.
@@ -86,8 +86,8 @@ def train_base_command(
     if output.exists() and output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'base.safetensors'}")
     log_path = log or default_log_path(output)
-    if not resume:
-        check_new_files([output, log_path, train_state_path(output)], overwrite)
+    check_run_files(output, log_path, resume, overwrite)
+    set_max_pixels(max_pixels)
     pairs = find_dataset_pairs(data)
     fitted = usable_crop(pairs, cfg.crop)
     if fitted != cfg.crop:
@@ -96,18 +96,18 @@ def train_base_command(
     total = cfg.total_steps(len(pairs))
     commit = source_commit()  # the code as the run starts (files edited during a long run do not count)
     resumed_at = resumed_step(output, resume)
+    log_rows = StepLog(log_path, ["step", "loss"], resumed_at if resume else None)
     with process_group(resolve_device(device)) as (ranks, dev):
         quiet = quiet or not ranks.is_main
-        log_rows = step_log(log_path, ["step", "loss"], resumed_at if resume else None) if ranks.is_main \
-            else contextlib.nullcontext(lambda rows: None)  # rank 0 alone writes
-        with progress(quiet) as bar, log_rows as write:
+        with progress(quiet) as bar:
             job = bar.add_task("training", total=total, completed=resumed_at, status="")
 
             def on_step(step: int, _total: int, loss: float) -> None:
-                write([{"step": step, "loss": loss}])
+                log_rows.add([{"step": step, "loss": loss}])
                 bar.update(job, completed=step, status=f"loss {loss:.4f}")
 
-            model = train_base(pairs, output, cfg, dev, resume=resume, on_step=on_step, ranks=ranks)
+            model = train_base(pairs, output, cfg, dev, resume=resume, on_step=on_step, ranks=ranks,
+                               on_checkpoint=lambda _step: log_rows.write())  # called on rank 0 alone
     if not ranks.is_main:
         return
     provenance = {"data": str(data), "pairs": len(pairs), "steps": total, "seed": cfg.seed,

@@ -15,7 +15,24 @@ from cldyn_cli.outputs import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
-Image.MAX_IMAGE_PIXELS = None  # large thermal mosaics are legitimate inputs
+DEFAULT_MAX_PIXELS = 64_000_000  # 8000x8000: about 3 GB while fusing (tiled); --max-pixels raises it
+Image.MAX_IMAGE_PIXELS = None  # our own limit below replaces PIL's, so that the error names the flag
+_max_pixels = DEFAULT_MAX_PIXELS
+
+
+def set_max_pixels(limit: int) -> None:
+    """Set the largest image (width x height) that is read or written (the --max-pixels option)."""
+    global _max_pixels
+    if limit < 1:
+        raise UserError(f"--max-pixels must be at least 1, got {limit}")
+    _max_pixels = limit
+
+
+def check_pixels(width: int, height: int, what: str) -> None:
+    """Refuse an image above the pixel limit before anything is decoded or allocated."""
+    if width * height > _max_pixels:
+        raise UserError(f"{what} is {width}x{height} ({width * height:,} pixels), above the limit of "
+                        f"{_max_pixels:,}; pass --max-pixels {width * height} if you have the memory")
 
 
 def is_image(path: Path) -> bool:
@@ -28,8 +45,9 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             width, height = im.size
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise UserError(f"cannot read image {path}: {_reason(exc)}; replace or remove the file") from None
+    check_pixels(width, height, f"image {path}")
     return height, width
 
 
@@ -54,13 +72,14 @@ def read_image(path: Path) -> np.ndarray:
     """Decode an image to float32 in [0, 1], shaped (H, W) for gray or (H, W, 3) for colour."""
     try:
         with Image.open(path) as im:
+            check_pixels(*im.size, f"image {path}")
             im.load()
             mode = im.mode
             if mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "1"):
                 im = im.convert("L" if mode in ("LA", "1") else "RGB")
                 mode = im.mode
             arr = np.asarray(im)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, MemoryError) as exc:
         raise UserError(f"cannot read image {path}: {_reason(exc)}; replace or remove the file") from None
     out = _to_float(arr, mode)
     if out.ndim == 3 and out.shape[2] == 4:

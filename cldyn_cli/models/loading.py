@@ -57,7 +57,8 @@ def load_compensation(path: Path, device: torch.device | str = "cpu"
     """Compensation and its base network (both in eval mode) from a `cldyn compensate` file."""
     tensors, metadata = load_checkpoint(path, RSC_FORMAT)
     try:
-        compensation = SemanticCompensation(RSCConfig.from_dict(metadata_json(metadata, "config", path)))
+        rsc_config = RSCConfig.from_dict(metadata_json(metadata, "config", path), f"the config of {path}")
+        compensation = SemanticCompensation(rsc_config)
         base = VFN(build(VFNConfig, metadata_json(metadata, "base_config", path), f"the base config of {path}"))
         compensation.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("rsc.")})
         base.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("base.")})

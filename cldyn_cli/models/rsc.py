@@ -8,12 +8,14 @@ convolution per kernel type (a slot's group sees only its own sample's features)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cldyn_cli.config import build, setting
 
 from .vfn import SLOPE, VFN, BlockHook
 
@@ -27,24 +29,21 @@ EPS = 1e-8
 class RSCConfig:
     """Shape of a semantic compensation; stored in every checkpoint."""
 
-    blocks: int = 1  # K: A2SI blocks per branch, after encoder blocks 0..K-1
-    embed_dim: int = 256  # E: length of a basis vector
-    channels: int = 8  # C: width of the features being compensated
-    filters: int = 4  # M: dynamic filter slots per block
-    sets: int = 4  # S: basis sets, one per kernel type
-    vectors: int = 32  # V: basis vectors per set
-    tau: float = 0.5  # Gumbel-softmax temperature of the kernel-type choice
+    blocks: int = setting(1, min=1)  # K: A2SI blocks per branch, after encoder blocks 0..K-1
+    embed_dim: int = setting(256, min=4, multiple=4)  # E: length of a basis vector
+    channels: int = setting(8, min=1)  # C: width of the features being compensated
+    filters: int = setting(4, min=1)  # M: dynamic filter slots per block
+    sets: int = setting(4, choices=(4,))  # S: basis sets, one per kernel type
+    vectors: int = setting(32, min=1)  # V: basis vectors per set
+    tau: float = setting(0.5, above=0)  # Gumbel-softmax temperature of the kernel-type choice
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RSCConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown RSC config keys {unknown}; expected some of {sorted(known)}")
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], source: str = "the RSC config") -> RSCConfig:
+        """Checked against the declared schema (a UserError names ``source``)."""
+        return build(cls, data, source)
 
 
 def orthonormal_rows(rows: int, dim: int) -> torch.Tensor:

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from cldyn_cli.config import setting
+
 SLOPE = 0.2
 
 # Called after encoder block i of a branch ("ir" or "vis") with its output; returns the
@@ -27,10 +29,11 @@ BlockHook = Callable[[str, int, torch.Tensor], torch.Tensor]
 class VFNConfig:
     """Shape of a VFN; stored in every checkpoint."""
 
-    blocks: int = 4  # L: blocks per encoder and in the decoder
-    channels: int = 8  # feature width of each branch
+    blocks: int = setting(4, min=1)  # L: blocks per encoder and in the decoder
+    channels: int = setting(8, min=1)  # feature width of each branch
     stretch: bool = False  # stretch each fused image to the full range [0, 1] (see stretch_range)
-    stretch_clip: float = 0.0  # fraction of pixels the stretch may saturate at each end (0: min to max)
+    # fraction of pixels the stretch may saturate at each end (0: min to max)
+    stretch_clip: float = setting(0.0, min=0.0, max=0.49)
     residual: bool = False  # predict a correction to max(IR, Y) instead of the fused image itself
 
     def to_dict(self) -> dict:

@@ -17,6 +17,7 @@ import torch
 
 from cldyn_cli.checkpoint import TRAIN_STATE_FORMAT, existing_train_state, train_state_path
 from cldyn_cli.colour import luminance
+from cldyn_cli.config import setting
 from cldyn_cli.data.images import read_image, read_infrared
 from cldyn_cli.data.pairs import Pair, check_sizes
 from cldyn_cli.errors import UserError
@@ -27,25 +28,27 @@ from cldyn_cli.training.distributed import SINGLE, Ranks, check_batches, data_pa
 from cldyn_cli.training.state import TrainState
 
 StepCallback = Callable[[int, int, float], None]  # (step, total, loss)
+MIN_CROP = 16  # smaller crops leave the dilated, reflect-padded convolutions no room
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
 class TrainBaseConfig:
     """Hyper-parameters of `cldyn train-base` (the reference values of docs/method.md by default)."""
 
-    crop: int = 256
-    batch_size: int = 16
-    lr: float = 1e-3
-    epochs: int = 100
-    steps: Optional[int] = None  # when set, overrides epochs
-    blocks: int = 4
-    seed: int = 0
-    checkpoint_every: int = 200
-    intensity_weight: float = INTENSITY_WEIGHT
-    gradient_weight: float = GRADIENT_WEIGHT
-    lr_schedule: str = "constant"  # or "cosine": decay to 0 over the run (better short runs)
+    crop: int = setting(256, min=MIN_CROP)
+    batch_size: int = setting(16, min=1)
+    lr: float = setting(1e-3, above=0)
+    epochs: int = setting(100, min=1)
+    steps: Optional[int] = setting(None, min=1)  # when set, overrides epochs
+    blocks: int = setting(4, min=1)
+    seed: int = setting(0, min=0)
+    checkpoint_every: int = setting(200, min=1)
+    intensity_weight: float = setting(INTENSITY_WEIGHT, min=0)
+    gradient_weight: float = setting(GRADIENT_WEIGHT, min=0)
+    lr_schedule: str = setting("constant", choices=LR_SCHEDULES)  # cosine: decay to 0 over the run
     stretch: bool = False  # the saved model stretches its output to [0, 1] (training sees the raw output)
-    stretch_clip: float = 0.0  # fraction of pixels the stretch may saturate at each end
+    stretch_clip: float = setting(0.0, min=0, max=0.49)  # fraction of pixels the stretch may saturate at each end
     residual: bool = False  # the network corrects max(IR, Y) rather than drawing the fused image from scratch
 
     def total_steps(self, n_pairs: int) -> int:
@@ -55,7 +58,6 @@ class TrainBaseConfig:
 # Settings that must not change between a run and its resumption.
 _RESUME_KEYS = ("crop", "batch_size", "lr", "blocks", "seed", "intensity_weight", "gradient_weight", "lr_schedule",
                 "residual")
-LR_SCHEDULES = ("constant", "cosine")
 
 
 def learning_rate(config: TrainBaseConfig, step: int, total: int) -> float:
@@ -125,16 +127,22 @@ def augmented_crop(ir: np.ndarray, vis: np.ndarray, crop: int, draw: Augmentatio
 
 def usable_crop(pairs: list[Pair], crop: int) -> int:
     """The crop size, shrunk to the smallest training image when needed."""
-    smallest = min(min(hw) for hw in check_sizes(pairs))
-    return min(crop, smallest)
+    (height, width), pair = min(zip(check_sizes(pairs), pairs), key=lambda item: min(item[0]))
+    if min(height, width) < MIN_CROP:
+        raise UserError(f"training image {pair.vis} is {width}x{height}; train-base needs images of at least "
+                        f"{MIN_CROP}x{MIN_CROP}")
+    return min(crop, height, width)
 
 
 def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device: torch.device,
-               resume: bool = False, on_step: Optional[StepCallback] = None, ranks: Ranks = SINGLE) -> VFN:
+               resume: bool = False, on_step: Optional[StepCallback] = None, ranks: Ranks = SINGLE,
+               on_checkpoint: Optional[Callable[[int], None]] = None) -> VFN:
     """Train a VFN on ``pairs``, checkpointing to ``train_state_path(output)``; returns the trained model.
 
     Under torchrun (``ranks``) each rank trains on its share of every global batch and only rank 0
-    writes; the weights are those of one process with the same global batch.
+    writes; the weights are those of one process with the same global batch. ``on_checkpoint(step)``
+    runs on rank 0 just before each state save, so that what it writes (the log) is never behind
+    the state a resumed run starts from.
     """
     if not pairs:
         raise UserError("no training pairs found")
@@ -172,8 +180,10 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
             bias.grad.zero_()
         opt.step()
         step += 1
-        if ranks.is_main and (step % config.checkpoint_every == 0 or step == total):
-            state.save(train_state_path(output), step, asdict(config))
         if on_step is not None:
             on_step(step, total, loss.item())
+        if ranks.is_main and (step % config.checkpoint_every == 0 or step == total):
+            if on_checkpoint is not None:
+                on_checkpoint(step)
+            state.save(train_state_path(output), step, asdict(config))
     return model.eval()

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from cldyn_cli.checkpoint import RSC_TRAIN_STATE_FORMAT, existing_train_state, train_state_path
+from cldyn_cli.config import setting
 from cldyn_cli.errors import UserError
 from cldyn_cli.fusion import compensated_y, task_rgb
 from cldyn_cli.models.rsc import RSCConfig, SemanticCompensation
@@ -46,23 +47,23 @@ class CompensateConfig:
     """Hyper-parameters of `cldyn compensate` (the values of docs/method.md by default)."""
 
     tasks: list[TaskEntry] = field(default_factory=list)
-    epochs: int = 50
-    steps: Optional[int] = None  # when set, overrides epochs
-    batch_size: int = 4
-    lr: float = 0.01
-    weight_decay: float = 1e-4
-    delta: float = 5.0
-    cagrad_lambda: float = 0.5
-    clip_norm: float = 1.0
-    rsc_blocks: int = 1
-    embed_dim: int = 256
-    filters: int = 4
-    sets: int = 4
-    vectors: int = 32
-    tau: float = 0.5
-    seed: int = 0
-    checkpoint_every: int = 50
-    precision: str = "fp32"
+    epochs: int = setting(50, min=1)
+    steps: Optional[int] = setting(None, min=1)  # when set, overrides epochs
+    batch_size: int = setting(4, min=1)
+    lr: float = setting(0.01, above=0)
+    weight_decay: float = setting(1e-4, min=0)
+    delta: float = setting(5.0, min=0)
+    cagrad_lambda: float = setting(0.5, min=0)
+    clip_norm: float = setting(1.0, above=0)
+    rsc_blocks: int = setting(1, min=1)
+    embed_dim: int = setting(256, min=4, multiple=4)
+    filters: int = setting(4, min=1)
+    sets: int = setting(4, choices=(4,))  # one basis set per kernel type
+    vectors: int = setting(32, min=1)
+    tau: float = setting(0.5, above=0)
+    seed: int = setting(0, min=0)
+    checkpoint_every: int = setting(50, min=1)
+    precision: str = setting("fp32", choices=("fp32", "bf16"))
 
     def rsc_config(self, channels: int) -> RSCConfig:
         return RSCConfig(blocks=self.rsc_blocks, embed_dim=self.embed_dim, channels=channels, filters=self.filters,
@@ -156,19 +157,25 @@ def _assign_grad(flat: torch.Tensor, params: list[torch.nn.Parameter]) -> None:
 
 def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config: CompensateConfig,
                        device: torch.device, resume: bool = False,
-                       on_step: Optional[StepCallback] = None, ranks: Ranks = SINGLE) -> SemanticCompensation:
+                       on_step: Optional[StepCallback] = None, ranks: Ranks = SINGLE,
+                       on_checkpoint: Optional[Callable[[int], None]] = None) -> SemanticCompensation:
     """Train the bank and both RSCs against ``tasks`` with ``base`` and the task networks frozen.
 
     Under torchrun (``ranks``) each rank takes its share of every task's global batch; the task
     losses are global batch means, each task's gradient is averaged over ranks before CAGrad
-    combines them, so every rank takes the same step, and only rank 0 writes.
+    combines them, so every rank takes the same step, and only rank 0 writes. ``on_checkpoint(step)``
+    runs just before each state save, so that what it writes (the log) is never behind the state a
+    resumed run starts from.
     """
     if not tasks:
         raise UserError("no tasks to compensate for; give --plugin or a config with a tasks: list")
     check_batches([len(t.dataset) for t in tasks], config.batch_size, ranks)
     base = base.to(device).eval().requires_grad_(False)
     torch.manual_seed(config.seed)
-    compensation = SemanticCompensation(config.rsc_config(base.config.channels))
+    try:
+        compensation = SemanticCompensation(config.rsc_config(base.config.channels))
+    except ValueError as exc:  # settings that are each valid but do not fit together, e.g. filters > vectors
+        raise UserError(f"the compensation settings do not fit together: {exc}") from None
     try:
         compensation.check(base)
     except ValueError as exc:
@@ -197,16 +204,20 @@ def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config:
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        if ranks.is_main and (step % config.checkpoint_every == 0 or step == total):
-            state.save(train_state_path(output), step, config.hyper(), {"tasks": [asdict(t) for t in config.tasks]})
         if on_step is not None:
             on_step(reports, total)
+        if ranks.is_main and (step % config.checkpoint_every == 0 or step == total):
+            if on_checkpoint is not None:
+                on_checkpoint(step)
+            state.save(train_state_path(output), step, config.hyper(), {"tasks": [asdict(t) for t in config.tasks]})
     compensation.noise_rows(None)
     return compensation.eval()
 
 
-def load_tasks(entries: list[TaskEntry], device: torch.device) -> list[LoadedTask]:
-    """Resolve each entry's plugin, load its frozen network and its training split."""
+def load_tasks(entries: list[TaskEntry], device: torch.device, trust: bool = False) -> list[LoadedTask]:
+    """Resolve each entry's plugin, load its frozen network and its training split.
+
+    ``trust`` (--trust-checkpoint) lets a plugin unpickle task weights in full."""
     from cldyn_cli.api import require_weights
     from cldyn_cli.plugins import get_task
     from cldyn_cli.tasks import TaskOptions
@@ -216,7 +227,7 @@ def load_tasks(entries: list[TaskEntry], device: torch.device) -> list[LoadedTas
         spec = get_task(entry.plugin)
         options = TaskOptions(weights=Path(entry.weights) if entry.weights else None,
                               config=Path(entry.config) if entry.config else None,
-                              device=device, feature_layer=entry.feature_layer)
+                              device=device, feature_layer=entry.feature_layer, trust=trust)
         require_weights(options, spec.name)
         backend = spec.load(options)
         dataset = backend.dataset(Path(entry.data), entry.split)

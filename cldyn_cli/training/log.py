@@ -1,17 +1,20 @@
-"""The CSV loss log of a training run: one row per step (and task), flushed as it goes.
+"""The CSV loss log of a training run: one row per step (and task), written in step with the state.
 
-A resumed run keeps the earlier rows up to the step it restarts from, so the log reads as if the
-run had never stopped.
+Rows are kept in memory and the whole log is replaced atomically at each checkpoint, just before
+the training state is saved, so the log on disk is never behind the state a resumed run starts
+from. A run refused before training writes no log, and a resumed run killed before its first
+checkpoint leaves the earlier log as it was. A resumed run keeps the earlier rows up to the step it
+restarts from, so the log reads as if the run had never stopped.
 """
 
 from __future__ import annotations
 
 import csv
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-RowWriter = Callable[[list[dict[str, Any]]], None]
+from cldyn_cli.errors import UserError
+from cldyn_cli.outputs import atomic_path
 
 
 def default_log_path(output: Path) -> Path:
@@ -19,29 +22,37 @@ def default_log_path(output: Path) -> Path:
     return output.with_name(output.stem + ".log.csv")
 
 
-def _kept_rows(log: Path, keep_until: int) -> list[dict[str, str]]:
+def _kept_rows(log: Path, keep_until: int) -> list[dict[str, Any]]:
     """Rows of an earlier log up to the step a resumed run restarts from."""
     if not log.exists():
         return []
-    with log.open(newline="") as handle:
-        return [row for row in csv.DictReader(handle) if int(row["step"]) <= keep_until]
+    try:
+        with log.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if "step" not in (reader.fieldnames or []):
+                raise ValueError("no step column")
+            return [row for row in reader if int(row["step"]) <= keep_until]
+    except (OSError, csv.Error, KeyError, TypeError, ValueError, UnicodeDecodeError):
+        raise UserError(f"--log {log} is not a loss log written by cldyn; move it away or give another "
+                        "--log") from None
 
 
-@contextmanager
-def step_log(path: Path, fields: list[str], resumed_at: int | None) -> Iterator[RowWriter]:
-    """A function that appends rows to the CSV at ``path`` (column ``step`` first).
+class StepLog:
+    """The rows of a run's CSV log at ``path`` (column ``step`` first), held until :meth:`write`.
 
     ``resumed_at`` None starts a new log; a step number keeps the earlier log's rows up to it.
     """
-    kept = _kept_rows(path, resumed_at) if resumed_at is not None else []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(kept)
 
-        def write(rows: list[dict[str, Any]]) -> None:
-            writer.writerows(rows)
-            handle.flush()
+    def __init__(self, path: Path, fields: list[str], resumed_at: int | None) -> None:
+        self.path, self.fields = path, fields
+        self.rows = _kept_rows(path, resumed_at) if resumed_at is not None else []
 
-        yield write
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+
+    def write(self) -> None:
+        """Replace the file on disk by every row so far, atomically (call it at each checkpoint)."""
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.fields)
+            writer.writeheader()
+            writer.writerows(self.rows)

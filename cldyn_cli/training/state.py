@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from cldyn_cli.checkpoint import atomic_save, check_resumable, load_checkpoint, metadata_json
+from cldyn_cli.checkpoint import atomic_save, check_resumable, incomplete_state, load_checkpoint, metadata_json
 
 
 def _all_params(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -79,16 +79,20 @@ class TrainState:
         """Restore everything from ``path`` and return the step it had reached.
 
         Nothing is changed when ``config`` differs from the saved one in any of ``resume_keys``, or
-        when ``check`` (given the file's metadata) raises.
+        when ``check`` (given the file's metadata) raises; a file that lacks tensors the run needs
+        is a UserError.
         """
         tensors, metadata = load_checkpoint(path, self.fmt)
         check_resumable(metadata_json(metadata, "config", path), config, resume_keys, path)
         if check is not None:
             check(metadata)
-        for name, module in self.modules.items():
-            module.load_state_dict(_strip(tensors, name))
-        for name, opt in self.optimisers.items():
-            restore_optimizer(opt, _strip(tensors, name) if name else tensors)
-        for name, gen in self.generators.items():
-            gen.set_state(tensors[f"rng.{name}"])
+        try:
+            for name, module in self.modules.items():
+                module.load_state_dict(_strip(tensors, name))
+            for name, opt in self.optimisers.items():
+                restore_optimizer(opt, _strip(tensors, name) if name else tensors)
+            for name, gen in self.generators.items():
+                gen.set_state(tensors[f"rng.{name}"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:  # a state file missing tensors
+            raise incomplete_state(path, exc) from None
         return int(metadata_json(metadata, "step", path))

@@ -120,6 +120,6 @@ class MMSegBackend(TaskBackend):
 
 def load(options: TaskOptions) -> MMSegBackend:
     """The seg backend from ``--task-config`` / ``--task-weights`` (see ``config.py``)."""
-    resolved = resolve(options.config, options.weights)
+    resolved = resolve(options.config, options.weights, options.trust)
     model = build_segmentor(resolved)
     return MMSegBackend(model, resolved, options.feature_layer, options.device)

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cldyn_cli.plugin_api import Device, Quiet, UserError, progress, resolve_device, user_errors
+from cldyn_cli.plugin_api import Device, Quiet, TrustCheckpoint, UserError, progress, resolve_device, user_errors
 
 app = typer.Typer(help="MMSegmentation tools of the seg task: train a small segmentor (score fused images with "
                        "`cldyn eval --task seg`).",
@@ -38,6 +38,7 @@ def train(
     lr: Annotated[float, typer.Option(min=0.0, help="AdamW peak learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Random seed (initialisation, order, flips).")] = 0,
     device: Device = "auto",
+    trust_checkpoint: TrustCheckpoint = False,
     quiet: Quiet = False,
 ) -> None:
     """Train an MMSeg segmentor from its config on a segmentation dataset (short loop, seeded)."""
@@ -53,7 +54,7 @@ def train(
     if output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'segformer.pth'}")
     dev = resolve_device(device)
-    resolved = resolve(task_config, task_weights)
+    resolved = resolve(task_config, task_weights, trust_checkpoint)
     resolved = replace(resolved, seed=seed)
     _, vis, masks = find_layout(data, split)
     dataset = ImagesWithMasks(images or vis, masks, len(resolved.classes))

@@ -253,9 +253,14 @@ def config_from_text(text: str) -> Any:
     return Config(values)
 
 
-def _load_cfg(path: Path) -> Any:
+def _load_cfg(path: Path, trust: bool = False) -> Any:
+    """An MMSeg ``.py`` config. It is Python that MMEngine runs, so only the configs shipped inside
+    mmseg are read without ``trust`` (--trust-checkpoint)."""
     from mmengine.config import Config
 
+    if not trust and not path.resolve().is_relative_to(shipped_config_dir().resolve()):
+        raise UserError(f"MMSeg config {path} is Python that would be run; pass --trust-checkpoint if you trust "
+                        "it, or name a shipped config (mmseg::...) in a cldyn YAML")
     try:
         return Config.fromfile(str(path))
     except UserError:
@@ -266,13 +271,15 @@ def _load_cfg(path: Path) -> Any:
             from None
 
 
-def resolve(config_path: Path | None, weights: Path | None) -> Resolved:
-    """The config to build (see the module docstring for the order of precedence)."""
+def resolve(config_path: Path | None, weights: Path | None, trust: bool = False) -> Resolved:
+    """The config to build (see the module docstring for the order of precedence).
+
+    ``trust`` (--trust-checkpoint) allows running a ``.py`` config from outside mmseg."""
     task, base_dir = read_task_config(config_path)
     checkpoint = read_checkpoint(weights) if weights is not None else None
     if task.config is not None:
         path = resolve_config_path(task.config, base_dir)
-        cfg, source = _load_cfg(path), str(path)
+        cfg, source = _load_cfg(path, trust), str(path)
     elif checkpoint is not None and isinstance(checkpoint["meta"].get("cfg"), str):
         try:
             cfg = config_from_text(checkpoint["meta"]["cfg"])

@@ -171,3 +171,16 @@ def test_config_errors(tmp_path: Path, tiny_yaml: Path) -> None:
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot read"):
         load(TaskOptions(weights=junk))
+
+
+def test_a_py_config_from_outside_mmseg_runs_only_with_trust(tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    config = tmp_path / "evil.py"
+    # no import statement: MMEngine would treat the file as a lazy-import config and defer the call
+    config.write_text(f"__import__('pathlib').Path({str(marker)!r}).touch()\nmodel = dict()\n")
+    with pytest.raises(UserError, match="--trust-checkpoint"):
+        load(TaskOptions(config=config))
+    assert not marker.exists()
+    with pytest.raises(UserError):  # it runs, then holds no segmentor
+        load(TaskOptions(config=config, trust=True))
+    assert marker.exists()  # the flag is what lets it run

@@ -6,9 +6,10 @@ Every module of this plugin imports Ultralytics through :func:`ultralytics_ready
   settings file, fonts and anything else Ultralytics keeps lands there;
 - ``YOLO_OFFLINE=1``: Ultralytics' online check answers "offline", so no analytics, update checks or
   downloads are attempted;
-- ``ULTRALYTICS_SAFE_LOAD=1`` unless already set: ``.pt`` checkpoints are read with
-  ``torch.load(weights_only=True)`` against Ultralytics' allow-list of its own model classes
-  (set ``ULTRALYTICS_SAFE_LOAD=0`` to unpickle a trusted checkpoint with custom modules);
+- ``ULTRALYTICS_SAFE_LOAD=1``, whatever it was: ``.pt`` checkpoints that Ultralytics itself opens
+  are read with ``torch.load(weights_only=True)`` against its allow-list of model classes, and model
+  YAMLs are built without ``eval`` (the task loader checks both itself too, see ``loading``; full
+  unpickling is ``--trust-checkpoint`` there);
 
 and, after the import, points the datasets/weights/runs folders of those settings into the same
 directory and switches analytics (``sync``) and the logger integrations off. Ultralytics' dataset check
@@ -48,7 +49,7 @@ def runs_dir() -> Path:
 def _set_environment(root: Path) -> None:
     os.environ["YOLO_CONFIG_DIR"] = str(root / "config")
     os.environ["YOLO_OFFLINE"] = "1"
-    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
 
 
 def _provide_fonts(config_dir: Path) -> None:

@@ -99,5 +99,5 @@ class YoloBackend(TaskBackend):
 
 def load(options: TaskOptions) -> YoloBackend:
     """``TaskSpec.load``: the detector from ``--task-weights``/``--task-config`` on ``options.device``."""
-    detector = load_detector(options.weights, options.config)
+    detector = load_detector(options.weights, options.config, options.trust)
     return YoloBackend(detector, options.feature_layer, options.device)

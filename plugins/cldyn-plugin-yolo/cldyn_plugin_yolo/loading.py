@@ -1,11 +1,14 @@
 """Loading a frozen Ultralytics detector: a ``.pt`` checkpoint or a model YAML, plus ``--task-config``.
 
-- ``.pt`` (YOLOv5u, YOLOv8, YOLO11, ... detection checkpoints) is read with Ultralytics' own loader,
-  ``ultralytics.nn.tasks.load_checkpoint`` (safe ``weights_only`` loading, see ``_env``); the file
-  must exist locally, nothing is downloaded.
+- ``.pt`` (YOLOv5u, YOLOv8, YOLO11, ... detection checkpoints) is read with
+  ``torch.load(weights_only=True)`` against Ultralytics' allow-list of its own and torch's module
+  classes, whatever ``ULTRALYTICS_SAFE_LOAD`` says, so a checkpoint cannot run code. Full unpickling
+  (checkpoints with custom modules) needs ``--trust-checkpoint`` and prints a warning. The file must
+  exist locally, nothing is downloaded.
 - ``.yaml`` builds an untrained network from a model definition: a file, or a name shipped inside the
-  ultralytics package such as ``yolov8n.yaml`` / ``yolo11n.yaml`` (the letter picks the scale). Its
-  weights are initialised from ``seed``. Without ``--task-weights`` an untrained ``yolov8n.yaml`` is
+  ultralytics package such as ``yolov8n.yaml`` / ``yolo11n.yaml`` (the letter picks the scale). Every
+  layer must name a network module class and the activation a plain ``nn.X(literals)`` call
+  (:func:`check_definition`); nothing in the file is evaluated. Its weights are initialised from ``seed``. Without ``--task-weights`` an untrained ``yolov8n.yaml`` is
   built (for tests and smoke runs; a warning says so).
 
 ``--task-config`` is a small YAML (or an Ultralytics data YAML, whose path/train/val/test keys are
@@ -15,6 +18,7 @@ ignored) with ``nc`` and/or ``names`` (a list, or a mapping 0: name, ...), and o
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 import tempfile
@@ -129,6 +133,57 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _module_class(name: Any, namespace: dict[str, Any]) -> type | None:
+    """The network module class a model YAML layer names, or None when it names anything else."""
+    if not isinstance(name, str):
+        return None
+    if name.startswith("nn."):
+        found = getattr(torch.nn, name[3:], None)
+    elif name.startswith("torchvision.ops."):
+        import torchvision
+
+        found = getattr(torchvision.ops, name[16:], None)
+    else:
+        found = namespace.get(name)
+    return found if isinstance(found, type) and issubclass(found, nn.Module) else None
+
+
+def _plain_activation(text: Any) -> bool:
+    """True for ``nn.SiLU()`` / ``torch.nn.LeakyReLU(0.1)``: a torch.nn class called with literals only."""
+    try:
+        call = ast.parse(str(text).strip(), mode="eval").body
+    except SyntaxError:
+        return False
+    if not isinstance(call, ast.Call):
+        return False
+
+    def literal(node: ast.AST) -> bool:
+        return isinstance(node, ast.Constant) or isinstance(node, ast.UnaryOp) and isinstance(node.operand, ast.Constant)
+
+    name = ast.unparse(call.func).removeprefix("torch.").removeprefix("nn.")
+    return (ast.unparse(call.func) in (f"nn.{name}", f"torch.nn.{name}") and "." not in name
+            and _module_class(f"nn.{name}", {}) is not None
+            and all(literal(a) for a in call.args) and all(literal(k.value) for k in call.keywords))
+
+
+def check_definition(definition: dict, source: str) -> None:
+    """Refuse a model definition that names anything but network modules, so building it runs no code."""
+    from ultralytics.nn import tasks
+
+    layers = [*(definition.get("backbone") or []), *(definition.get("head") or [])]
+    if not layers:
+        raise UserError(f"model YAML {source!r} has no backbone/head layers")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, list) or len(layer) != 4 or _module_class(layer[2], vars(tasks)) is None:
+            shown = layer[2] if isinstance(layer, list) and len(layer) == 4 else layer
+            raise UserError(f"layer {i} of model YAML {source!r} names {shown!r}, which is not a network module; "
+                            "only Ultralytics and torch.nn layers are built")
+    act = definition.get("activation")
+    if act is not None and not _plain_activation(act):
+        raise UserError(f"activation {act!r} in model YAML {source!r} is not a plain nn.X(...) call; "
+                        "it is never evaluated")
+
+
 def _build_from_yaml(source: str, names: list[str], seed: int) -> nn.Module:
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
@@ -137,6 +192,7 @@ def _build_from_yaml(source: str, names: list[str], seed: int) -> nn.Module:
     except Exception as exc:
         raise UserError(f"cannot read the model YAML {source!r} ({_reason(exc)}); give a file or a name shipped "
                         "with ultralytics such as yolov8n.yaml or yolo11n.yaml") from None
+    check_definition(definition, source)
     definition["nc"] = len(names)
     try:
         with torch.random.fork_rng(devices=[]):
@@ -147,13 +203,20 @@ def _build_from_yaml(source: str, names: list[str], seed: int) -> nn.Module:
     return model
 
 
-def _load_pt(path: Path) -> tuple[nn.Module, dict]:
-    from ultralytics.nn.tasks import load_checkpoint
+def _load_pt(path: Path, trust: bool) -> tuple[nn.Module, dict]:
+    """Model and checkpoint dict of a ``.pt``: allow-listed classes only unless ``trust``."""
+    from ultralytics.nn.tasks import _SafeLoad, torch_safe_load
     from ultralytics.utils.checks import check_yolov5u_filename
 
     if not path.is_file():
         raise UserError(f"task weights {path} do not exist; give a local Ultralytics .pt file "
                         "(nothing is downloaded)")
+    if trust:
+        print(f"warning: --trust-checkpoint: unpickling {path} in full; this runs any code stored in it",
+              file=sys.stderr)
+    elif not _SafeLoad.SUPPORTED:
+        raise UserError(f"this torch/ultralytics cannot load {path} safely (weights_only); pass "
+                        "--trust-checkpoint only if you trust the file")
     with tempfile.TemporaryDirectory(prefix="cldyn-yolo-") as tmp:
         target = str(path)
         if check_yolov5u_filename(target, verbose=False) != target:
@@ -162,12 +225,20 @@ def _load_pt(path: Path) -> tuple[nn.Module, dict]:
             os.symlink(path.resolve(), link)
             target = str(link)
         try:
-            model, ckpt = load_checkpoint(target, inplace=False)
+            ckpt, _ = torch_safe_load(target, safe_only=not trust)
         except Exception as exc:
-            hint = ""
-            if "outside the supported" in str(exc) and os.environ.get("ULTRALYTICS_SAFE_LOAD", "") not in {"", "0"}:
-                hint = "; if you trust the file, ULTRALYTICS_SAFE_LOAD=0 unpickles it in full"
+            hint = "" if trust else "; it was loaded safely (weights only): --trust-checkpoint unpickles a " \
+                                    "file you trust in full"
             raise UserError(f"{path} is not a loadable Ultralytics checkpoint ({_reason(exc)}){hint}") from None
+    candidate = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
+    if not isinstance(candidate, nn.Module):
+        raise UserError(f"{path} holds no Ultralytics model ('model' or 'ema' entry); give a detection checkpoint")
+    model = candidate.float()
+    if not hasattr(model, "stride"):
+        model.stride = torch.tensor([32.0])
+    for module in model.modules():
+        if hasattr(module, "inplace"):
+            module.inplace = False
     return model, ckpt
 
 
@@ -214,8 +285,10 @@ def _checkpoint_imgsz(ckpt: dict) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 32 else None
 
 
-def load_detector(weights: Path | None, config_path: Path | None) -> Detector:
-    """Load (or build) the detector in eval mode on the CPU, with class names and evaluation settings."""
+def load_detector(weights: Path | None, config_path: Path | None, trust: bool = False) -> Detector:
+    """Load (or build) the detector in eval mode on the CPU, with class names and evaluation settings.
+
+    ``trust`` (--trust-checkpoint) allows full unpickling of a ``.pt``."""
     config, names = read_det_config(config_path)
     ultralytics_ready()
     ckpt: dict = {}
@@ -233,7 +306,7 @@ def load_detector(weights: Path | None, config_path: Path | None) -> Detector:
         model = _build_from_yaml(source, names, config.seed)
     elif weights.suffix.lower() == ".pt":
         source = str(weights)
-        model, ckpt = _load_pt(weights)
+        model, ckpt = _load_pt(weights, trust)
         _check_detector(model, source)
         own = [str(model.names[i]) for i in sorted(model.names)] if isinstance(model.names, dict) else \
             [str(n) for n in model.names]
