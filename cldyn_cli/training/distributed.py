@@ -153,6 +153,8 @@ def process_group(device: torch.device) -> Iterator[tuple[Ranks, torch.device]]:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield ranks, device
+        # Leave together: a rank that tears gloo down while a peer still talks to it can abort (SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
