@@ -10,6 +10,7 @@ import functools
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar, Union
 
 import torch
@@ -164,6 +165,24 @@ Seed = Annotated[int, typer.Option(help="Random seed; the same seed repeats a CP
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs instead of stopping.")]
 MaxPixels = Annotated[int, typer.Option(min=1, help="Largest image (width x height) read or written; larger "
                                         "ones are refused before decoding.")]
+# The options that name a compensation and the task network it is conditioned on (fuse, export).
+RSCFile = Annotated[Optional[Path], typer.Option("--rsc", help="Compensation from `cldyn compensate` (it carries "
+                                                 "its base network).")]
+TaskWeights = Annotated[Optional[Path], typer.Option("--task-weights", help="The task network's weights.")]
+TaskConfig = Annotated[Optional[Path], typer.Option("--task-config", help="The task network's config file.")]
+FeatureLayer = Annotated[Optional[str], typer.Option("--feature-layer", help="Task-network layer to tap (default: "
+                                                     "the one the compensation was trained with).")]
+
+
+def check_compensation_args(task: Optional[str], rsc: Optional[Path], base: Optional[Path]) -> None:
+    """--task and --rsc come as a pair, and a compensation brings its own base network."""
+    if (task is None) != (rsc is None):
+        raise UserError("--task and --rsc go together: the compensation (--rsc) is conditioned on the task network")
+    if task is not None and base is not None:
+        raise UserError("--base cannot be combined with --rsc: the compensation file carries the base it was "
+                        "trained with")
+
+
 TrustCheckpoint = Annotated[bool, typer.Option("--trust-checkpoint", help="Unpickle task checkpoints in full "
                                                "(runs code stored in them). Only for files you trust; safe "
                                                "loading is the default.")]

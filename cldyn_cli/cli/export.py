@@ -15,7 +15,8 @@ from cldyn_cli.export import (DEFAULT_OPSET, CompensatedFusionGraph, FusionGraph
 from cldyn_cli.models.loading import load_vfn
 from cldyn_cli.outputs import check_writable
 from cldyn_cli.tasks import TaskOptions
-from cldyn_cli.ui import Quiet, TrustCheckpoint, user_errors
+from cldyn_cli.ui import (FeatureLayer, Quiet, RSCFile, TaskConfig, TaskWeights, TrustCheckpoint,
+                          check_compensation_args, user_errors)
 
 TOLERANCE = 1e-4
 
@@ -26,12 +27,10 @@ def export(
     base: Annotated[Optional[Path], typer.Option(help="Base network checkpoint; default: the shipped model.")] = None,
     task: Annotated[Optional[str], typer.Option(help="Export the fusion compensated for this task (needs --rsc); "
                                                 "the graph includes the task network up to its tapped layer.")] = None,
-    rsc: Annotated[Optional[Path], typer.Option(help="Compensation from `cldyn compensate` (it carries its base "
-                                                "network).")] = None,
-    task_weights: Annotated[Optional[Path], typer.Option(help="The task network's weights.")] = None,
-    task_config: Annotated[Optional[Path], typer.Option(help="The task network's config file.")] = None,
-    feature_layer: Annotated[Optional[str], typer.Option(help="Task-network layer to tap (default: the one the "
-                                                         "compensation was trained with).")] = None,
+    rsc: RSCFile = None,
+    task_weights: TaskWeights = None,
+    task_config: TaskConfig = None,
+    feature_layer: FeatureLayer = None,
     height: Annotated[int, typer.Option(min=8, help="Image height the graph is traced (and, for tasks with a "
                                         "fixed input geometry, used) at.")] = 256,
     width: Annotated[int, typer.Option(min=8, help="Image width, likewise.")] = 320,
@@ -54,11 +53,7 @@ def export(
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'cldyn.onnx'}")
     check_writable(output, "--output")
     require_packages("onnx", *(["onnxruntime"] if check else []))  # before any work
-    if (task is None) != (rsc is None):
-        raise UserError("--task and --rsc go together: the compensation (--rsc) is conditioned on the task network")
-    if task is not None and base is not None:
-        raise UserError("--base cannot be combined with --rsc: the compensation file carries the base it was "
-                        "trained on")
+    check_compensation_args(task, rsc, base)
     if task is None:
         model, _ = load_vfn(base)
         graph = FusionGraph(model).eval()

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from cldyn_cli.api import Fuser
-from cldyn_cli.ui import Device, MaxPixels, Overwrite, Quiet, TrustCheckpoint, progress, user_errors
+from cldyn_cli.ui import (Device, FeatureLayer, MaxPixels, Overwrite, Quiet, RSCFile, TaskConfig, TaskWeights,
+                          TrustCheckpoint, check_compensation_args, progress, user_errors)
 from cldyn_cli.data.images import DEFAULT_MAX_PIXELS, read_image, read_infrared, set_max_pixels, write_png
 from cldyn_cli.data.pairs import check_sizes, find_pairs
 from cldyn_cli.errors import UserError
@@ -26,12 +27,10 @@ def fuse(
                                                  "`cldyn train-base`); default: the model shipped with cldyn.")] = None,
     task: Annotated[Optional[str], typer.Option(help="Downstream task to compensate for (see `cldyn plugins`); "
                                                 "needs --rsc.")] = None,
-    rsc: Annotated[Optional[Path], typer.Option(help="Compensation from `cldyn compensate` (it carries its base "
-                                                "network).")] = None,
-    task_weights: Annotated[Optional[Path], typer.Option(help="The task network's weights.")] = None,
-    task_config: Annotated[Optional[Path], typer.Option(help="The task network's config file.")] = None,
-    feature_layer: Annotated[Optional[str], typer.Option(help="Task-network layer to tap (default: the one the "
-                                                         "compensation was trained with).")] = None,
+    rsc: RSCFile = None,
+    task_weights: TaskWeights = None,
+    task_config: TaskConfig = None,
+    feature_layer: FeatureLayer = None,
     sample: Annotated[bool, typer.Option("--sample", help="Sample the kernel types (Gumbel) instead of taking the most "
                                          "likely; with --seed for repeatability.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed for --sample.")] = 0,
@@ -53,11 +52,7 @@ def fuse(
     Only luminance is fused; colour comes from the visible image (a grayscale visible image gives a
     grayscale result). Outputs have the visible image's size and appear only when every pair succeeded.
     """
-    if (task is None) != (rsc is None):
-        raise UserError("--task and --rsc go together: the compensation (--rsc) is conditioned on the task network")
-    if task is not None and base is not None:
-        raise UserError("--base cannot be combined with --rsc: the compensation file carries the base it was "
-                        "trained with")
+    check_compensation_args(task, rsc, base)
     set_max_pixels(max_pixels)
     pairs = find_pairs(ir, vis)
     if not resize:
