@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from cldyn_cli.plugin_api import Device, Quiet, TrustCheckpoint, UserError, progress, resolve_device, user_errors
+from cldyn_cli.plugin_api import (Device, Quiet, TrustCheckpoint, UserError, plugin_versions, progress, resolve_device,
+                                  user_errors)
 
 app = typer.Typer(help="MMSegmentation tools of the seg task: train a small segmentor (score fused images with "
                        "`cldyn eval --task seg`).",
@@ -65,7 +66,8 @@ def train(
         state = train_segmentor(model, resolved, dataset, settings, dev,
                                 lambda step, loss: bar.update(job, completed=step, status=f"loss {loss:.3f}"))
     save_checkpoint(output, state, resolved, {"steps": steps, "data": str(data), "split": split,
-                                              "images": str(images) if images else None, "seed": seed})
+                                              "images": str(images) if images else None, "seed": seed,
+                                              "plugins": plugin_versions()})
     if not quiet:
         typer.echo(f"wrote {output} ({len(dataset)} images, {steps} steps, {len(resolved.classes)} classes, "
                    f"input {resolved.size[0]}x{resolved.size[1]})", err=True)

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
+import cldyn_plugin_mmseg
 from cldyn_cli import plugins
 from cldyn_cli.models.loading import embedded_base_path, save_vfn
 from cldyn_cli.models.vfn import VFN, VFNConfig
@@ -94,6 +96,8 @@ def test_mmseg_train_writes_a_loadable_checkpoint(fresh_plugins, fmb: Path, tiny
 
     backend = load(TaskOptions(weights=out))
     assert backend.size == (64, 64) and backend.classes[2] == "car"
+    recorded = torch.load(out, weights_only=True)["meta"]["cldyn_plugin_mmseg"]["plugins"]
+    assert recorded["mmseg"] == f"cldyn-plugin-mmseg {cldyn_plugin_mmseg.__version__}"  # the run's plugins
 
 
 def test_cli_user_errors(fresh_plugins, fmb: Path, tmp_path: Path, base_args: list[str], tiny_pth: Path) -> None:
