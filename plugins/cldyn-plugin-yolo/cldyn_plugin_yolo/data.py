@@ -6,7 +6,8 @@ Layouts (``root`` is what ``--data`` names):
 - generic: ``ir/``, ``vis/`` (or ``vi/``) and ``labels/`` without split folders (every split reads all).
 
 A label file holds one ``class cx cy w h`` line per object, coordinates normalised to [0, 1] (an
-empty file means no objects). Images are letterboxed the way the detector sees them: scaled so the
+empty file means no objects). Its class numbers index the data's class names; the dataset renumbers
+them to the detector's classes (``class_ids``, see :mod:`classes`) and leaves out dropped classes. Images are letterboxed the way the detector sees them: scaled so the
 longer side is ``imgsz``, then padded with grey (114) to ``imgsz x imgsz`` (``rect: false``, as
 Ultralytics trains) or only up to the next multiple of the stride (``rect: true``); the boxes move
 with them. Targets use Ultralytics' batch form: ``batch_idx`` (N,), ``cls`` (N, 1) and ``bboxes``
@@ -26,6 +27,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cldyn_cli.plugin_api import Batch, Sample, UserError, find_pairs, read_image, read_infrared
+
+from cldyn_plugin_yolo.classes import ClassMapping
 
 PAD_VALUE = 114 / 255  # Ultralytics' letterbox grey
 SPLIT_NAMES = ("train", "val", "test")
@@ -159,16 +162,18 @@ def _chw(image: np.ndarray) -> Tensor:
 
 class DetectionDataset(Dataset):
     """Registered IR/visible pairs with YOLO labels, letterboxed; items are :class:`Sample` whose
-    ``target`` is an (N, 5) tensor ``class cx cy w h`` normalised to the letterboxed image."""
+    ``target`` is an (N, 5) tensor ``class cx cy w h`` (detector classes) normalised to the letterboxed image."""
 
-    def __init__(self, root: Path, split: str, num_classes: int, imgsz: int, stride: int = 32,
+    def __init__(self, root: Path, split: str, classes: ClassMapping, imgsz: int, stride: int = 32,
                  rect: bool = False, images: Path | None = None) -> None:
-        """``images``: read the visible side from this folder instead (fused images, for scoring)."""
+        """``classes``: the labels' classes -> the detector's. ``images``: read the visible side from
+        this folder instead (fused images, for scoring)."""
         ir, vis, labels = find_layout(Path(root), split)
         self.pairs = find_pairs(ir, images or vis)
         self.imgsz, self.stride, self.rect = imgsz, stride, rect
         # Labels are small: read them all now, so a bad file stops the run before training starts.
-        self.labels = [read_labels(labels / f"{pair.name}.txt", num_classes) for pair in self.pairs]
+        self.labels = [classes.relabel(read_labels(labels / f"{pair.name}.txt", len(classes.ids)))
+                       for pair in self.pairs]
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -107,8 +107,8 @@ def test_load_errors(tmp_path: Path, tiny_pt: Path) -> None:
     with pytest.raises(UserError, match="nope.yaml"):
         load(TaskOptions(weights=tmp_path / "nope.yaml"))
     bad_config = tmp_path / "bad.yaml"
-    bad_config.write_text("names: [a, b]\n")
-    with pytest.raises(UserError, match="2 classes but .* detects 6"):
+    bad_config.write_text("nc: 2\n")
+    with pytest.raises(UserError, match="nc=2 but .* detects 6"):
         load(TaskOptions(weights=tiny_pt, config=bad_config))
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("nc: 6\nimg_size: 64\n")

@@ -13,9 +13,12 @@ from cldyn_cli.errors import UserError
 from cldyn_cli.tasks import TaskOptions
 
 from cldyn_plugin_yolo.backend import load
+from cldyn_plugin_yolo.classes import identity
 from cldyn_plugin_yolo.data import (PAD_VALUE, DetectionDataset, collate, letterbox, letterbox_boxes,
                                     letterbox_geometry, read_labels)
-from yolo_testdata import TINY_YAML
+from yolo_testdata import NAMES, TINY_YAML
+
+CLASSES = identity(NAMES)
 
 
 def test_letterbox_by_hand() -> None:
@@ -71,7 +74,7 @@ def test_generic_layout_and_rect_collate(m3fd: Path, tmp_path: Path) -> None:
     root = tmp_path / "generic"
     for src, dst in (("ir", "ir"), ("vi", "vis"), ("labels", "labels")):
         shutil.copytree(m3fd / src / "train", root / dst)
-    data = DetectionDataset(root, "whatever", 6, imgsz=64, stride=32, rect=True)
+    data = DetectionDataset(root, "whatever", CLASSES, imgsz=64, stride=32, rect=True)
     assert len(data) == 5 and data[0].vis.shape == (3, 64, 64)  # 80x64 -> 64x51 -> padded to 64x64
     small = data[0]
     small.vis, small.ir = small.vis[:, :32], small.ir[:, :32]  # pretend a 64x32 image
@@ -85,12 +88,12 @@ def test_generic_layout_and_rect_collate(m3fd: Path, tmp_path: Path) -> None:
 
 def test_layout_errors(m3fd: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no split 'val'"):
-        DetectionDataset(m3fd, "val", 6, 64)
+        DetectionDataset(m3fd, "val", CLASSES, 64)
     with pytest.raises(UserError, match="does not exist"):
-        DetectionDataset(tmp_path / "nowhere", "train", 6, 64)
+        DetectionDataset(tmp_path / "nowhere", "train", CLASSES, 64)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="expected ir/, vi/"):
-        DetectionDataset(tmp_path / "empty", "train", 6, 64)
+        DetectionDataset(tmp_path / "empty", "train", CLASSES, 64)
 
 
 def test_missing_and_bad_labels_name_the_file(m3fd: Path, tmp_path: Path) -> None:
@@ -99,19 +102,19 @@ def test_missing_and_bad_labels_name_the_file(m3fd: Path, tmp_path: Path) -> Non
     label = root / "labels" / "train" / "00002.txt"
     label.unlink()
     with pytest.raises(UserError, match=r"label file .*00002\.txt is missing"):
-        DetectionDataset(root, "train", 6, 64)
+        DetectionDataset(root, "train", CLASSES, 64)
     label.write_text("1 0.5 0.5 0.2 0.2\n2 0.5 0.5 0.2\n")
     with pytest.raises(UserError, match=r"00002\.txt:2: expected 5 values"):
-        DetectionDataset(root, "train", 6, 64)
+        DetectionDataset(root, "train", CLASSES, 64)
     label.write_text("1 0.5 0.5 0.2 0.2\n\n9 0.5 0.5 0.2 0.2\n")
     with pytest.raises(UserError, match=r"00002\.txt:3: class 9 is not one of 0\.\.5"):
-        DetectionDataset(root, "train", 6, 64)
+        DetectionDataset(root, "train", CLASSES, 64)
     label.write_text("1 50 60 20 20\n")
     with pytest.raises(UserError, match=r"00002\.txt:1: coordinates must be normalised"):
-        DetectionDataset(root, "train", 6, 64)
+        DetectionDataset(root, "train", CLASSES, 64)
     label.write_text("car 0.5 0.5 0.2 0.2\n")
     with pytest.raises(UserError, match=r"00002\.txt:1: not a number"):
-        DetectionDataset(root, "train", 6, 64)
+        DetectionDataset(root, "train", CLASSES, 64)
     label.write_text("")  # an empty label file is an image without objects
     assert read_labels(label, 6).shape == (0, 5)
-    assert len(DetectionDataset(root, "train", 6, 64)) == 5
+    assert len(DetectionDataset(root, "train", CLASSES, 64)) == 5
