@@ -283,6 +283,17 @@ def _check_detector(model: Any, source: str) -> None:
                         "model; the det task takes YOLOv5u, YOLOv8, YOLO11 (and later) and RT-DETR detectors")
 
 
+def _rtdetr_as_such(model: nn.Module) -> nn.Module:
+    """An RT-DETR saved as a plain ``DetectionModel`` (what ``YOLO("rtdetr-l.yaml").save()`` writes) gets the
+    class Ultralytics' RT-DETR trainer gives it: the same modules, with RT-DETR's forward pass and loss."""
+    from ultralytics.nn.modules import RTDETRDecoder
+    from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
+
+    if type(model) is DetectionModel and isinstance(model.model[-1], RTDETRDecoder):
+        model.__class__ = RTDETRDetectionModel
+    return model
+
+
 def default_feature_layer(model: nn.Module) -> str:
     """The deepest neck output feeding the detection head: the input of its largest-stride branch.
 
@@ -327,6 +338,7 @@ def load_detector(weights: Path | None, config_path: Path | None, trust: bool = 
         source = str(weights)
         model, ckpt = _load_pt(weights, trust)
         _check_detector(model, source)
+        model = _rtdetr_as_such(model)
         own = [str(model.names[i]) for i in sorted(model.names)] if isinstance(model.names, dict) else \
             [str(n) for n in model.names]
         if config.names is None and names is not None and len(names) != len(own):
