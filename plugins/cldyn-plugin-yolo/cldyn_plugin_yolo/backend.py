@@ -92,12 +92,16 @@ class YoloBackend(TaskBackend):
         return data.DetectionDataset(Path(root), split, self.detector.classes, self.imgsz, self.stride, self.rect,
                                      images=Path(fused))
 
+    def scorer(self) -> DetectionScorer:
+        """A scorer for this detector's output form, keeping only the classes the data's labels map to."""
+        classes = self.detector.classes
+        return DetectionScorer(self.names, self.detector.conf, self.detector.iou, self.detector.max_det,
+                               end2end=bool(getattr(self.model, "end2end", False)), rtdetr=self.detector.rtdetr,
+                               classes=None if classes.identity else classes.detector_classes)
+
     @torch.no_grad()
     def evaluate(self, fused_batches: Iterable[tuple[Tensor, Any]]) -> dict[str, float]:
-        classes = self.detector.classes
-        scorer = DetectionScorer(self.names, self.detector.conf, self.detector.iou, self.detector.max_det,
-                                 end2end=bool(getattr(self.model, "end2end", False)), rtdetr=self.detector.rtdetr,
-                                 classes=None if classes.identity else classes.detector_classes)
+        scorer = self.scorer()
         for fused, targets in fused_batches:
             images, geometry = self.prepare(fused.to(self.device))
             scorer.add(self.model(images), self._targets(targets, geometry), tuple(images.shape[-2:]))

@@ -2,10 +2,9 @@
 
 The labels' class numbers index the data's class names (``--task-config`` ``names:``); the detector
 has its own. Each data class goes to the detector class that ``class_map:`` names for it, else to
-the detector class of the same name compared case-insensitively (``Car`` -> ``car``), else it is
-dropped: its boxes leave the loss targets and the ground truth of the metrics, and one warning
-line names every dropped class. Nothing matching at all is an error.
-"""
+the detector class of the same name (exactly, else compared case-insensitively: ``Car`` -> ``car``),
+else it is dropped: its boxes leave the loss targets and the ground truth of the metrics, and one
+warning line names every dropped class. Nothing matching at all is an error."""
 
 from __future__ import annotations
 
@@ -81,7 +80,7 @@ def match_classes(data_names: list[str], detector_names: list[str], class_map: d
     if missing:
         raise UserError(f"class_map maps to {missing[0]!r}, which {detector} does not detect "
                         f"(its classes: {_shown(detector_names)})")
-    ids = tuple(by_name[class_map[name]] if name in class_map else by_folded.get(name.casefold())
+    ids = tuple(by_name[class_map[name]] if name in class_map else by_name.get(name, by_folded.get(name.casefold()))
                 for name in data_names)
     if all(i is None for i in ids):
         raise UserError(f"none of the data's classes ({_shown(data_names)}) is a class of {detector} "
