@@ -102,3 +102,17 @@ def test_backend_evaluate_runs_the_network(family_pt: Path, task_config: Path) -
         "batch_idx": torch.zeros(1), "cls": torch.ones(1, 1), "bboxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]])})])
     assert {"mAP50", "mAP50-95", "AP50/Car", "AP50-95/Bus"} <= set(result)
     assert all(0.0 <= v <= 1.0 for v in result.values())
+
+
+def test_rtdetr_detections_are_ultralytics_predictions(tiny_rtdetr_pt: Path, task_config: Path) -> None:
+    """The scorer's RT-DETR detections are what Ultralytics' own RT-DETR predictor finds in the same image."""
+    from ultralytics import RTDETR
+
+    backend = load(TaskOptions(weights=tiny_rtdetr_pt, config=task_config))
+    images = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))  # not square: x and y scale apart
+    with torch.no_grad():
+        ours = backend.scorer().detections(backend.model(images), (64, 96))[0]
+    theirs = RTDETR(str(tiny_rtdetr_pt)).predict(images, conf=backend.detector.conf, verbose=False)[0].boxes
+    assert len(ours["conf"]) == len(theirs.conf) > 0
+    assert torch.allclose(ours["bboxes"], theirs.xyxy, atol=1e-3)
+    assert torch.equal(ours["cls"], theirs.cls) and torch.allclose(ours["conf"], theirs.conf)
