@@ -7,11 +7,12 @@ Layouts (``root`` is what ``--data`` names):
 
 A label file holds one ``class cx cy w h`` line per object, coordinates normalised to [0, 1] (an
 empty file means no objects). Its class numbers index the data's class names; the dataset renumbers
-them to the detector's classes (a :class:`classes.ClassMapping`) and leaves out dropped classes. Images are letterboxed the way the detector sees them: scaled so the
-longer side is ``imgsz``, then padded with grey (114) to ``imgsz x imgsz`` (``rect: false``, as
-Ultralytics trains) or only up to the next multiple of the stride (``rect: true``); the boxes move
-with them. Targets use Ultralytics' batch form: ``batch_idx`` (N,), ``cls`` (N, 1) and ``bboxes``
-(N, 4) normalised ``cx cy w h`` of the batch's image size.
+them to the detector's classes (a :class:`classes.ClassMapping`) and leaves out dropped classes.
+Images are letterboxed the way the detector sees them: scaled so the longer side is ``imgsz``, then
+padded with grey (114) to ``imgsz x imgsz`` (``rect: false``, as Ultralytics trains) or only up to
+the next multiple of the stride (``rect: true``); the boxes move with them. Targets use Ultralytics'
+batch form: ``batch_idx`` (N,), ``cls`` (N, 1) and ``bboxes`` (N, 4) normalised ``cx cy w h`` of the
+batch's image size.
 """
 
 from __future__ import annotations

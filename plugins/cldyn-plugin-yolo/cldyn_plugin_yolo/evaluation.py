@@ -9,7 +9,7 @@ turns them into pixel boxes of the batch's image size and keeps those above ``co
 
 ``classes`` restricts the detections to the detector classes the data's labels map to (the
 ``classes`` filter of ``yolo val``), so a COCO detector scored on M3FD classes is not also judged
-on the 74 classes the data does not label.
+on the classes the data does not label.
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ Two detector families: YOLO (``DetectionModel`` with a ``Detect`` head) and RT-D
   exist locally, nothing is downloaded.
 - ``.yaml`` builds an untrained network from a model definition: a file, or a name shipped inside the
   ultralytics package such as ``yolov8n.yaml`` / ``yolo11n.yaml`` (the letter picks the scale) or
-  ``rtdetr-l.yaml`` (an ``RTDETRDecoder`` head builds an RT-DETR). Every
-  layer must name a network module class and the activation a plain ``nn.X(literals)`` call
-  (:func:`check_definition`); nothing in the file is evaluated. Its weights are initialised from ``seed``. Without ``--task-weights`` an untrained ``yolov8n.yaml`` is
-  built (for tests and smoke runs; a warning says so).
+  ``rtdetr-l.yaml`` (an ``RTDETRDecoder`` head builds an RT-DETR). Every layer must name a network
+  module class and the activation a plain ``nn.X(literals)`` call (:func:`check_definition`);
+  nothing in the file is evaluated. Its weights are initialised from ``seed``. Without
+  ``--task-weights`` an untrained ``yolov8n.yaml`` is built (for tests and smoke runs; a warning
+  says so).
 
 ``--task-config`` is a small YAML (or an Ultralytics data YAML, whose path/train/val/test keys are
 ignored) with ``nc`` and/or ``names`` (a list, or a mapping 0: name, ...): the data's classes, which
@@ -65,7 +66,7 @@ class DetConfig:
 class Detector:
     """A loaded detector and the settings the backend needs around it."""
 
-    model: nn.Module  # ultralytics.nn.tasks.DetectionModel (or RTDETRDetectionModel), eval mode, frozen by the backend
+    model: nn.Module  # Ultralytics' DetectionModel or RTDETRDetectionModel, eval mode, frozen by the backend
     names: list[str]  # the detector's classes
     classes: ClassMapping  # the data's classes -> the detector's
     imgsz: int
@@ -343,13 +344,13 @@ def load_detector(weights: Path | None, config_path: Path | None, trust: bool = 
             [str(n) for n in model.names]
         if config.names is None and names is not None and len(names) != len(own):
             raise UserError(f"--task-config gives nc={len(names)} but {weights} detects {len(own)} classes "
-                            f"({', '.join(own[:8])}{', ...' if len(own) > 8 else ''}); give the data's names: "
-                            "to map them by name")
+                            f"({', '.join(own[:8])}{', ...' if len(own) > 8 else ''}); give the data's class "
+                            "names (names:) to map them onto its classes by name")
     else:
         raise UserError(f"--task-weights {weights}: give an Ultralytics .pt checkpoint or a model .yaml")
     _check_detector(model, source)
     # The labels number the config's names; given only nc (or nothing), they number the detector's own classes.
-    data_names = names if config.names is not None and names is not None else own
+    data_names = names if names is not None and config.names is not None else own
     mapping = identity(own) if data_names == own and not config.class_map else \
         match_classes(data_names, own, config.class_map, Path(source).name)
     model.names = dict(enumerate(own))
