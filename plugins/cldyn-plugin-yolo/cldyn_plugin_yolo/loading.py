@@ -342,6 +342,9 @@ def load_detector(weights: Path | None, config_path: Path | None, trust: bool = 
         model = _rtdetr_as_such(model)
         own = [str(model.names[i]) for i in sorted(model.names)] if isinstance(model.names, dict) else \
             [str(n) for n in model.names]
+        if len(own) != model.model[-1].nc:
+            raise UserError(f"{weights} names {len(own)} classes but its head detects {model.model[-1].nc}; "
+                            "give a consistent Ultralytics checkpoint")
         if config.names is None and names is not None and len(names) != len(own):
             raise UserError(f"--task-config gives nc={len(names)} but {weights} detects {len(own)} classes "
                             f"({', '.join(own[:8])}{', ...' if len(own) > 8 else ''}); give the data's class "
@@ -354,7 +357,7 @@ def load_detector(weights: Path | None, config_path: Path | None, trust: bool = 
     mapping = identity(own) if data_names == own and not config.class_map else \
         match_classes(data_names, own, config.class_map, Path(source).name)
     model.names = dict(enumerate(own))
-    model.nc = len(own)  # what Ultralytics' trainer sets; RT-DETR's criterion reads it
+    model.nc = len(own)  # the head's, as Ultralytics' trainer sets it; RT-DETR's criterion reads it
     model.args = _hyperparameters(model)
     model = model.float().eval()
     detector = Detector(model, list(own), mapping, 0, config.rect, config.conf, config.iou, config.max_det, source)

@@ -73,9 +73,12 @@ def _save_tiny(yaml: Path, names: list[str], path: Path) -> Path:
     env.ultralytics_ready()
     from ultralytics import YOLO
 
+    definition = path.with_suffix(".yaml")  # the model YAML with as many classes as names
+    definition.write_text(yaml.read_text().replace("\nnc: 6\n", f"\nnc: {len(names)}\n"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = YOLO(str(yaml), task="detect")
+        model = YOLO(str(definition), task="detect")
+    assert model.model.model[-1].nc == len(names)
     model.model.names = dict(enumerate(names))
     model.save(str(path))
     return path
@@ -94,9 +97,10 @@ def tiny_rtdetr_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def coco_like_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny YOLO detector with other classes than the data's (lower-case, like COCO's)."""
-    return _save_tiny(TINY_YAML, COCO_LIKE, tmp_path_factory.mktemp("weights") / "coco-like.pt")
+def coco_like(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny detectors of each family with other classes than the data's (lower-case, like COCO's)."""
+    folder = tmp_path_factory.mktemp("weights")
+    return {f.name: _save_tiny(f.yaml, COCO_LIKE, folder / f"coco-like-{f.name}.pt") for f in FAMILIES}
 
 
 @pytest.fixture(params=FAMILIES, ids=lambda family: family.name)
@@ -109,6 +113,12 @@ def family(request: pytest.FixtureRequest) -> Family:
 def family_pt(family: Family, request: pytest.FixtureRequest) -> Path:
     """The tiny .pt of the family under test."""
     return request.getfixturevalue("tiny_pt" if family.name == "yolo" else f"tiny_{family.name}_pt")
+
+
+@pytest.fixture
+def coco_like_pt(family: Family, coco_like: dict[str, Path]) -> Path:
+    """The detector of the family under test with COCO-like classes."""
+    return coco_like[family.name]
 
 
 @pytest.fixture(scope="session")

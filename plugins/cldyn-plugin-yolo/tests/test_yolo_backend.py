@@ -116,6 +116,13 @@ def test_load_errors(tmp_path: Path, tiny_pt: Path) -> None:
     bad_config.write_text("nc: 2\n")
     with pytest.raises(UserError, match="nc=2 but .* detects 6"):
         load(TaskOptions(weights=tiny_pt, config=bad_config))
+    from ultralytics import YOLO
+
+    inconsistent = YOLO(str(TINY_YAML), task="detect")
+    inconsistent.model.names = {0: "a", 1: "b"}
+    inconsistent.save(str(tmp_path / "inconsistent.pt"))
+    with pytest.raises(UserError, match="inconsistent.pt names 2 classes but its head detects 6"):
+        load(TaskOptions(weights=tmp_path / "inconsistent.pt"))
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("nc: 6\nimg_size: 64\n")
     with pytest.raises(UserError, match="unknown key.*img_size"):
