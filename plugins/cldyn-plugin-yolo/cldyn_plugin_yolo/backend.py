@@ -1,7 +1,8 @@
 """The det task backend: a frozen Ultralytics detector (YOLO or RT-DETR) seen through cldyn's task contract.
 
 Features: the activation of ``feature_layer`` (default: the deepest neck output feeding the Detect
-or RT-DETR decoder head, see :func:`loading.default_feature_layer`) on the letterboxed fused RGB image.
+or RT-DETR decoder head, see :func:`loading.default_feature_layer`) on the letterboxed fused RGB image
+(stretched to a square for an RT-DETR, as Ultralytics feeds it; see :mod:`data`).
 
 Loss: Ultralytics' own detection criterion through ``model.loss(batch, predictions)``, as Ultralytics
 computes its validation loss. The network stays in eval mode (BatchNorm uses its running statistics)
@@ -54,7 +55,7 @@ class YoloBackend(TaskBackend):
     def prepare(self, fused_rgb: Tensor) -> tuple[Tensor, data.Geometry]:
         """Letterbox a fused batch the way the dataset does (a no-op on dataset batches)."""
         height, width = (int(n) for n in fused_rgb.shape[-2:])  # plain ints, also while tracing for export
-        geometry = data.letterbox_geometry(height, width, self.imgsz, self.stride, self.rect)
+        geometry = data.letterbox_geometry(height, width, self.imgsz, self.stride, self.rect, self.detector.rtdetr)
         return data.letterbox(fused_rgb, geometry), geometry
 
     def _targets(self, targets: dict[str, Tensor], geometry: data.Geometry) -> dict[str, Tensor]:
@@ -82,7 +83,8 @@ class YoloBackend(TaskBackend):
         return TappedNetwork(self.model, self.feature_layer, lambda rgb: self.prepare(rgb)[0], dynamic_size=False)
 
     def dataset(self, root: Path, split: str) -> data.DetectionDataset:
-        return data.DetectionDataset(Path(root), split, self.detector.classes, self.imgsz, self.stride, self.rect)
+        return data.DetectionDataset(Path(root), split, self.detector.classes, self.imgsz, self.stride, self.rect,
+                                     stretch=self.detector.rtdetr)
 
     def collate(self, samples: list[Sample]) -> Batch:
         return data.collate(samples)
@@ -90,7 +92,7 @@ class YoloBackend(TaskBackend):
     def fused_dataset(self, fused: Path, root: Path, split: str) -> data.DetectionDataset:
         """Fused images letterboxed exactly like the split's visible images, with its labels."""
         return data.DetectionDataset(Path(root), split, self.detector.classes, self.imgsz, self.stride, self.rect,
-                                     images=Path(fused))
+                                     images=Path(fused), stretch=self.detector.rtdetr)
 
     def scorer(self) -> DetectionScorer:
         """A scorer for this detector's output form, keeping only the classes the data's labels map to."""

@@ -361,6 +361,9 @@ def load_detector(weights: Path | None, config_path: Path | None, trust: bool = 
     model.args = _hyperparameters(model)
     model = model.float().eval()
     detector = Detector(model, list(own), mapping, 0, config.rect, config.conf, config.iou, config.max_det, source)
+    if detector.rtdetr and config.rect:
+        raise UserError(f"rect: true in {config_path} does not apply to RT-DETR {Path(source).name}: it sees its "
+                        "images stretched to imgsz x imgsz; remove rect")
     imgsz = config.imgsz or _checkpoint_imgsz(ckpt) or DEFAULT_IMGSZ
     stride = detector.stride
     detector.imgsz = -(-imgsz // stride) * stride  # a multiple of the stride, rounding up like Ultralytics

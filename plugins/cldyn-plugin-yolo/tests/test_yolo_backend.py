@@ -11,7 +11,7 @@ from cldyn_cli.errors import UserError
 from cldyn_cli.tasks import TaskOptions
 
 from cldyn_plugin_yolo.backend import YoloBackend, load
-from yolo_testdata import NAMES, TINY_YAML, Family
+from yolo_testdata import NAMES, TINY_RTDETR_YAML, TINY_YAML, Family
 
 
 def _targets() -> dict[str, torch.Tensor]:
@@ -123,6 +123,10 @@ def test_load_errors(tmp_path: Path, tiny_pt: Path) -> None:
     inconsistent.save(str(tmp_path / "inconsistent.pt"))
     with pytest.raises(UserError, match="inconsistent.pt names 2 classes but its head detects 6"):
         load(TaskOptions(weights=tmp_path / "inconsistent.pt"))
+    rect = tmp_path / "rect.yaml"
+    rect.write_text("rect: true\n")
+    with pytest.raises(UserError, match="rect: true in .*rect.yaml does not apply to RT-DETR tiny-rtdetr.yaml"):
+        load(TaskOptions(weights=TINY_RTDETR_YAML, config=rect))
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("nc: 6\nimg_size: 64\n")
     with pytest.raises(UserError, match="unknown key.*img_size"):

@@ -16,7 +16,7 @@ from cldyn_plugin_yolo.backend import load
 from cldyn_plugin_yolo.classes import identity
 from cldyn_plugin_yolo.data import (PAD_VALUE, DetectionDataset, collate, letterbox, letterbox_boxes,
                                     letterbox_geometry, read_labels)
-from yolo_testdata import NAMES, TINY_YAML
+from yolo_testdata import NAMES, TINY_RTDETR_YAML, TINY_YAML
 
 CLASSES = identity(NAMES)
 
@@ -45,6 +45,10 @@ def test_letterbox_by_hand() -> None:
     # Already letterboxed: nothing changes.
     same = letterbox_geometry(64, 64, 64)
     assert same.identity and letterbox(image[:, :1, :1].expand(3, 64, 64), same).shape == (3, 64, 64)
+    # stretch (RT-DETR): 50x100 -> 64x64 without padding; normalised boxes stay.
+    s = letterbox_geometry(50, 100, 64, 32, stretch=True)
+    assert (s.new_h, s.new_w, s.top, s.left, s.out_h, s.out_w) == (64, 64, 0, 0, 64, 64)
+    assert torch.allclose(letterbox(image, s), torch.tensor(0.25)) and torch.equal(letterbox_boxes(boxes, s), boxes)
 
 
 def test_m3fd_dataset_and_collate(m3fd: Path) -> None:
@@ -68,6 +72,29 @@ def test_m3fd_dataset_and_collate(m3fd: Path) -> None:
     assert t["cls"].shape == (sum(counts), 1) and t["bboxes"].shape == (sum(counts), 4)
     loss = backend.loss(batch.vis, batch.targets)
     assert torch.isfinite(loss)
+
+
+def test_rtdetr_sees_what_ultralytics_feeds_it(m3fd: Path, tmp_path: Path) -> None:
+    """An RT-DETR's samples are the images and labels of Ultralytics' own RT-DETR dataset (stretched to
+    a square, not letterboxed), up to the rounding of its 8-bit resize."""
+    from ultralytics.cfg import DEFAULT_CFG
+    from ultralytics.models.rtdetr.val import RTDETRDataset
+
+    root = tmp_path / "yolo"
+    shutil.copytree(m3fd / "vi" / "train", root / "images")
+    shutil.copytree(m3fd / "labels" / "train", root / "labels")
+    theirs = RTDETRDataset(img_path=str(root / "images"), imgsz=96, augment=False, hyp=DEFAULT_CFG,
+                           data={"names": dict(enumerate(NAMES)), "channels": 3})
+    config = tmp_path / "det.yaml"
+    config.write_text("imgsz: 96\n")  # 80x64 scenes are enlarged: no antialiasing question
+    ours = load(TaskOptions(weights=TINY_RTDETR_YAML, config=config)).dataset(m3fd, "train")
+    assert len(theirs) == len(ours) == 5
+    for i in range(len(ours)):
+        item, sample = theirs[i], ours[i]
+        assert Path(item["im_file"]).stem == sample.name and sample.vis.shape == (3, 96, 96)
+        assert torch.allclose(item["img"].float() / 255, sample.vis, atol=1.01 / 255)
+        assert torch.equal(item["cls"].view(-1), sample.target[:, 0])
+        assert torch.allclose(item["bboxes"], sample.target[:, 1:], atol=1e-6)
 
 
 def test_generic_layout_and_rect_collate(m3fd: Path, tmp_path: Path) -> None:
