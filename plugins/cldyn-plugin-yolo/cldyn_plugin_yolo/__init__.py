@@ -1,4 +1,4 @@
-"""cldyn plugin "yolo": task ``det``, an Ultralytics YOLO detector as a frozen task network.
+"""cldyn plugin "yolo": task ``det``, an Ultralytics detector (YOLO or RT-DETR) as a frozen task network.
 
 Kept light on purpose: this module is imported whenever the cldyn CLI starts, so Ultralytics is
 imported only when the task is loaded or a ``cldyn yolo`` command runs (see ``_env`` for how it is
@@ -28,8 +28,8 @@ def load(options: TaskOptions) -> YoloBackend:
 
 @hookimpl
 def register_tasks(register: Callable[[TaskSpec], None]) -> None:
-    register(TaskSpec(name="det", description="Object detection with an Ultralytics YOLO detector "
-                                              "(YOLOv5u/v8/11 .pt or model .yaml)", load=load))
+    register(TaskSpec(name="det", description="Object detection with an Ultralytics detector "
+                                              "(YOLOv5u/v8/11 or RT-DETR .pt, or model .yaml)", load=load))
 
 
 @hookimpl

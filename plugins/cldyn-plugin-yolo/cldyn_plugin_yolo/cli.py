@@ -1,6 +1,7 @@
 """`cldyn yolo train`: train a detector with Ultralytics' own trainer, offline.
 
-``cldyn yolo train DATA.yaml -o best.pt`` runs ``YOLO(model).train(...)`` with plots, AMP checks and
+``cldyn yolo train DATA.yaml -o best.pt`` runs ``YOLO(model).train(...)`` (which becomes Ultralytics'
+``RTDETR`` model, and trainer, for an RT-DETR YAML or checkpoint) with plots, AMP checks and
 everything that could reach the network switched off, under ``$CLDYN_YOLO_DIR/runs/train``.
 Fused images are scored by ``cldyn eval --task det`` (mAP@0.5, mAP@0.5:0.95, per-class AP).
 """
@@ -70,8 +71,9 @@ def _train_settings(items: list[str]) -> dict[str, object]:
 def train(
     data: Annotated[Path, typer.Argument(help="Ultralytics dataset YAML (path: absolute, train:, val:, names:).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to copy the best weights (.pt).")],
-    model: Annotated[str, typer.Option(help="Model YAML (e.g. yolov8n.yaml, yolo11n.yaml: trained from scratch) "
-                                       "or a local .pt to fine-tune.")] = "yolov8n.yaml",
+    model: Annotated[str, typer.Option(help="Model YAML (e.g. yolov8n.yaml, yolo11n.yaml, rtdetr-l.yaml: trained "
+                                       "from scratch) or a local .pt to fine-tune; an RT-DETR trains with "
+                                       "Ultralytics' RT-DETR trainer.")] = "yolov8n.yaml",
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 10,
     imgsz: Annotated[int, typer.Option(min=32, help="Training image size (a multiple of 32).")] = 320,
     batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 8,
@@ -84,7 +86,7 @@ def train(
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Train an Ultralytics detector on a YOLO dataset with Ultralytics' own trainer, fully offline."""
+    """Train an Ultralytics detector (YOLO or RT-DETR) on a YOLO dataset with its own trainer, fully offline."""
     from cldyn_plugin_yolo._env import runs_dir, ultralytics_ready
 
     if not data.is_file():

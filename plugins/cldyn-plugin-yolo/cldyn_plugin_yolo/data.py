@@ -6,11 +6,15 @@ Layouts (``root`` is what ``--data`` names):
 - generic: ``ir/``, ``vis/`` (or ``vi/``) and ``labels/`` without split folders (every split reads all).
 
 A label file holds one ``class cx cy w h`` line per object, coordinates normalised to [0, 1] (an
-empty file means no objects). Images are letterboxed the way the detector sees them: scaled so the
-longer side is ``imgsz``, then padded with grey (114) to ``imgsz x imgsz`` (``rect: false``, as
-Ultralytics trains) or only up to the next multiple of the stride (``rect: true``); the boxes move
-with them. Targets use Ultralytics' batch form: ``batch_idx`` (N,), ``cls`` (N, 1) and ``bboxes``
-(N, 4) normalised ``cx cy w h`` of the batch's image size.
+empty file means no objects). Its class numbers index the data's class names; the dataset renumbers
+them to the detector's classes (a :class:`classes.ClassMapping`) and leaves out dropped classes.
+Images are letterboxed the way the detector sees them: scaled so the longer side is ``imgsz``, then
+padded with grey (114) to ``imgsz x imgsz`` (``rect: false``, as Ultralytics trains) or only up to
+the next multiple of the stride (``rect: true``); the boxes move with them. An RT-DETR sees its
+images stretched to ``imgsz x imgsz`` instead (``stretch``: Ultralytics' RT-DETR datasets and
+predictor do so), which leaves normalised boxes as they are. Targets use Ultralytics'
+batch form: ``batch_idx`` (N,), ``cls`` (N, 1) and ``bboxes`` (N, 4) normalised ``cx cy w h`` of the
+batch's image size.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from torch.utils.data import Dataset
 
 from cldyn_cli.plugin_api import Batch, Sample, UserError, find_pairs, read_image, read_infrared
 
+from cldyn_plugin_yolo.classes import ClassMapping
+
 PAD_VALUE = 114 / 255  # Ultralytics' letterbox grey
 SPLIT_NAMES = ("train", "val", "test")
 _VIS_DIRS = ("vi", "vis")
@@ -35,12 +41,11 @@ _TOLERANCE = 1e-3  # label coordinates a little outside [0, 1] (rounding) are cl
 
 @dataclass(frozen=True)
 class Geometry:
-    """How one image of size (height, width) is letterboxed: scaled by ``ratio`` to (new_h, new_w),
-    placed at (top, left) on an (out_h, out_w) canvas."""
+    """How one image of size (height, width) is letterboxed: resized to (new_h, new_w), placed at
+    (top, left) on an (out_h, out_w) canvas."""
 
     height: int
     width: int
-    ratio: float
     new_h: int
     new_w: int
     top: int
@@ -54,19 +59,23 @@ class Geometry:
             (self.height, self.width, self.height, self.width, 0, 0)
 
 
-def letterbox_geometry(height: int, width: int, imgsz: int, stride: int = 32, rect: bool = False) -> Geometry:
+def letterbox_geometry(height: int, width: int, imgsz: int, stride: int = 32, rect: bool = False,
+                       stretch: bool = False) -> Geometry:
     """Scale the longer side to ``imgsz``; pad to a square of ``imgsz`` or (rect) to multiples of ``stride``.
 
     ``imgsz`` must be a multiple of ``stride``; the image is centred (the extra pixel of an odd
-    padding goes to the bottom/right).
+    padding goes to the bottom/right). ``stretch``: resize to ``imgsz x imgsz`` without padding,
+    whatever the aspect ratio (how Ultralytics feeds an RT-DETR).
     """
+    if stretch:
+        return Geometry(height, width, imgsz, imgsz, 0, 0, imgsz, imgsz)
     ratio = imgsz / max(height, width)
     new_h, new_w = max(1, round(height * ratio)), max(1, round(width * ratio))
     if rect:
         out_h, out_w = math.ceil(new_h / stride) * stride, math.ceil(new_w / stride) * stride
     else:
         out_h = out_w = imgsz
-    return Geometry(height, width, ratio, new_h, new_w, (out_h - new_h) // 2, (out_w - new_w) // 2, out_h, out_w)
+    return Geometry(height, width, new_h, new_w, (out_h - new_h) // 2, (out_w - new_w) // 2, out_h, out_w)
 
 
 def letterbox(images: Tensor, geometry: Geometry) -> Tensor:
@@ -77,7 +86,9 @@ def letterbox(images: Tensor, geometry: Geometry) -> Tensor:
     lead = images.shape[:-3]
     x = images.reshape(-1, *images.shape[-3:])
     if (g.new_h, g.new_w) != (g.height, g.width):
-        x = F.interpolate(x, size=(g.new_h, g.new_w), mode="bilinear", align_corners=False, antialias=True)
+        # Antialiasing changes nothing when enlarging (and ONNX cannot express it): only when shrinking.
+        shrinks = g.new_h < g.height or g.new_w < g.width
+        x = F.interpolate(x, size=(g.new_h, g.new_w), mode="bilinear", align_corners=False, antialias=shrinks)
     x = F.pad(x, (g.left, g.out_w - g.new_w - g.left, g.top, g.out_h - g.new_h - g.top), value=PAD_VALUE)
     return x.reshape(*lead, *x.shape[-3:])
 
@@ -159,16 +170,18 @@ def _chw(image: np.ndarray) -> Tensor:
 
 class DetectionDataset(Dataset):
     """Registered IR/visible pairs with YOLO labels, letterboxed; items are :class:`Sample` whose
-    ``target`` is an (N, 5) tensor ``class cx cy w h`` normalised to the letterboxed image."""
+    ``target`` is an (N, 5) tensor ``class cx cy w h`` (detector classes) normalised to the letterboxed image."""
 
-    def __init__(self, root: Path, split: str, num_classes: int, imgsz: int, stride: int = 32,
-                 rect: bool = False, images: Path | None = None) -> None:
-        """``images``: read the visible side from this folder instead (fused images, for scoring)."""
+    def __init__(self, root: Path, split: str, classes: ClassMapping, imgsz: int, stride: int = 32,
+                 rect: bool = False, images: Path | None = None, stretch: bool = False) -> None:
+        """``classes``: the labels' classes -> the detector's. ``images``: read the visible side from
+        this folder instead (fused images, for scoring). ``stretch``: see :func:`letterbox_geometry`."""
         ir, vis, labels = find_layout(Path(root), split)
         self.pairs = find_pairs(ir, images or vis)
-        self.imgsz, self.stride, self.rect = imgsz, stride, rect
+        self.imgsz, self.stride, self.rect, self.stretch = imgsz, stride, rect, stretch
         # Labels are small: read them all now, so a bad file stops the run before training starts.
-        self.labels = [read_labels(labels / f"{pair.name}.txt", num_classes) for pair in self.pairs]
+        self.labels = [classes.relabel(read_labels(labels / f"{pair.name}.txt", len(classes.ids)))
+                       for pair in self.pairs]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -181,7 +194,7 @@ class DetectionDataset(Dataset):
         if ir.shape[-2:] != vis.shape[-2:]:
             raise UserError(f"size mismatch for {pair.name!r}: infrared {tuple(ir.shape[-2:])} vs visible "
                             f"{tuple(vis.shape[-2:])}; register the images first")
-        geometry = letterbox_geometry(*vis.shape[-2:], self.imgsz, self.stride, self.rect)
+        geometry = letterbox_geometry(*vis.shape[-2:], self.imgsz, self.stride, self.rect, self.stretch)
         target = torch.from_numpy(self.labels[index].copy())
         target[:, 1:] = letterbox_boxes(target[:, 1:], geometry)
         return Sample(ir=letterbox(ir, geometry).contiguous(), vis=letterbox(vis, geometry).contiguous(),

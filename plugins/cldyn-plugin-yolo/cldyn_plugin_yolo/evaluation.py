@@ -3,7 +3,13 @@
 This is what ``yolo val`` does per batch (``DetectionValidator.postprocess`` for NMS with the
 validator's arguments, ``match_predictions`` over IoU 0.50:0.05:0.95, ``DetMetrics`` / ``ap_per_class``),
 without its data loading: boxes are compared in the letterboxed image the network saw, which changes
-no IoU because letterboxing scales both sides uniformly.
+no IoU because letterboxing scales both sides uniformly. An RT-DETR's head already returns its
+ranked detections (normalised ``cx cy w h``, score, class; no NMS): ``RTDETRValidator.postprocess``
+turns them into pixel boxes of the batch's image size and keeps those above ``conf``.
+
+``classes`` restricts the detections to the detector classes the data's labels map to (the
+``classes`` filter of ``yolo val``), so a COCO detector scored on M3FD classes is not also judged
+on the classes the data does not label.
 """
 
 from __future__ import annotations
@@ -22,27 +28,46 @@ class DetectionScorer:
     """Accumulates predictions against ground truth; :meth:`results` gives the named metrics."""
 
     def __init__(self, names: list[str], conf: float = 0.001, iou: float = 0.7, max_det: int = 300,
-                 end2end: bool = False) -> None:
+                 end2end: bool = False, rtdetr: bool = False, classes: list[int] | None = None) -> None:
+        """``names``: the detector's classes; ``rtdetr``: its predictions come from an RT-DETR head;
+        ``classes``: keep only detections of these classes (None: all)."""
         ultralytics_ready()
+        from ultralytics.models.rtdetr import RTDETRValidator
         from ultralytics.models.yolo.detect import DetectionValidator
         from ultralytics.utils.metrics import DetMetrics
 
         args = dict(conf=conf, iou=iou, max_det=max_det, plots=False, save_json=False, save_txt=False,
-                    verbose=False, task="detect")
-        self.validator = DetectionValidator(save_dir=runs_dir() / "val", args=args)
+                    verbose=False, task="detect", classes=classes)
+        self.validator = (RTDETRValidator if rtdetr else DetectionValidator)(save_dir=runs_dir() / "val", args=args)
         self.validator.end2end = end2end
+        self.rtdetr = rtdetr
         self.validator.nc = len(names)
         self.names = list(names)
         self.metrics = DetMetrics(names=dict(enumerate(names)))
         self.images = 0
 
+    def detections(self, predictions: Any, image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
+        """Per image ``bboxes`` (pixel xyxy), ``conf`` and ``cls`` from the network's eval output, as `yolo val`
+        makes them: NMS for YOLO, the ranked RT-DETR detections scaled to ``image_size`` (height, width)."""
+        from ultralytics.utils import nms
+
+        if self.rtdetr:
+            self.validator.args.imgsz = list(image_size)  # what its postprocess scales the boxes by
+            return self.validator.postprocess(predictions)
+        args = self.validator.args
+        # DetectionValidator.postprocess's call, with the class filter it leaves out.
+        outputs = nms.non_max_suppression(predictions, args.conf, args.iou, classes=args.classes, multi_label=True,
+                                          agnostic=args.single_cls or args.agnostic_nms, max_det=args.max_det,
+                                          end2end=self.validator.end2end)
+        return [{"bboxes": x[:, :4], "conf": x[:, 4], "cls": x[:, 5]} for x in outputs]
+
     def add(self, predictions: Any, targets: dict[str, Tensor], image_size: tuple[int, int]) -> None:
-        """One batch: the network's raw eval output (before NMS) and the batch's Ultralytics targets,
+        """One batch: the network's eval output (before NMS) and the batch's Ultralytics targets,
         boxes normalised to ``image_size`` (height, width) of the images the network saw."""
         from ultralytics.utils import ops
         from ultralytics.utils.metrics import box_iou
 
-        detections = self.validator.postprocess(predictions)  # NMS exactly as in `yolo val`
+        detections = self.detections(predictions, image_size)
         height, width = image_size
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         batch_idx = targets["batch_idx"].detach().cpu().view(-1)

@@ -1,19 +1,25 @@
 """Loading a frozen Ultralytics detector: a ``.pt`` checkpoint or a model YAML, plus ``--task-config``.
 
-- ``.pt`` (YOLOv5u, YOLOv8, YOLO11, ... detection checkpoints) is read with
+Two detector families: YOLO (``DetectionModel`` with a ``Detect`` head) and RT-DETR
+(``RTDETRDetectionModel`` with an ``RTDETRDecoder`` head); :attr:`Detector.rtdetr` tells them apart.
+
+- ``.pt`` (YOLOv5u, YOLOv8, YOLO11, ..., RT-DETR detection checkpoints) is read with
   ``torch.load(weights_only=True)`` against Ultralytics' allow-list of its own and torch's module
   classes, whatever ``ULTRALYTICS_SAFE_LOAD`` says, so a checkpoint cannot run code. Full unpickling
   (checkpoints with custom modules) needs ``--trust-checkpoint`` and prints a warning. The file must
   exist locally, nothing is downloaded.
 - ``.yaml`` builds an untrained network from a model definition: a file, or a name shipped inside the
-  ultralytics package such as ``yolov8n.yaml`` / ``yolo11n.yaml`` (the letter picks the scale). Every
-  layer must name a network module class and the activation a plain ``nn.X(literals)`` call
-  (:func:`check_definition`); nothing in the file is evaluated. Its weights are initialised from ``seed``. Without ``--task-weights`` an untrained ``yolov8n.yaml`` is
-  built (for tests and smoke runs; a warning says so).
+  ultralytics package such as ``yolov8n.yaml`` / ``yolo11n.yaml`` (the letter picks the scale) or
+  ``rtdetr-l.yaml`` (an ``RTDETRDecoder`` head builds an RT-DETR). Every layer must name a network
+  module class and the activation a plain ``nn.X(literals)`` call (:func:`check_definition`);
+  nothing in the file is evaluated. Its weights are initialised from ``seed``. Without
+  ``--task-weights`` an untrained ``yolov8n.yaml`` is built (for tests and smoke runs; a warning
+  says so).
 
 ``--task-config`` is a small YAML (or an Ultralytics data YAML, whose path/train/val/test keys are
-ignored) with ``nc`` and/or ``names`` (a list, or a mapping 0: name, ...), and optionally ``imgsz``,
-``rect``, ``conf``, ``iou``, ``max_det`` and ``seed``; see :class:`DetConfig`.
+ignored) with ``nc`` and/or ``names`` (a list, or a mapping 0: name, ...): the data's classes, which
+the labels number; optionally ``class_map`` (data class name -> detector class name, see
+:mod:`classes`), ``imgsz``, ``rect``, ``conf``, ``iou``, ``max_det`` and ``seed``; see :class:`DetConfig`.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from torch import nn
 from cldyn_cli.plugin_api import DET_CLASSES, UserError, build_config as build, read_yaml
 
 from cldyn_plugin_yolo._env import ultralytics_ready
+from cldyn_plugin_yolo.classes import ClassMapping, identity, match_classes, read_class_map
 
 DEFAULT_MODEL = "yolov8n.yaml"
 DEFAULT_IMGSZ = 640
@@ -44,8 +51,9 @@ LOSS_GAINS = ("box", "cls", "dfl")
 class DetConfig:
     """``--task-config`` settings of the det task."""
 
-    nc: int | None = None  # number of classes (default: the checkpoint's, or M3FD's 6 for a YAML model)
-    names: Any = None  # class names: a list, or a mapping {0: name, ...}
+    nc: int | None = None  # number of data classes (default: the checkpoint's, or M3FD's 6 for a YAML model)
+    names: Any = None  # the data's class names: a list, or a mapping {0: name, ...}
+    class_map: Any = None  # data class name -> detector class name, where the names differ
     imgsz: int | None = None  # letterbox size (default: the checkpoint's training imgsz, else 640)
     rect: bool = False  # pad only to a multiple of the stride instead of a square
     conf: float = 0.001  # evaluation: confidence threshold before NMS (Ultralytics' val default)
@@ -58,8 +66,9 @@ class DetConfig:
 class Detector:
     """A loaded detector and the settings the backend needs around it."""
 
-    model: nn.Module  # ultralytics.nn.tasks.DetectionModel, eval mode, frozen by the backend
-    names: list[str]
+    model: nn.Module  # Ultralytics' DetectionModel or RTDETRDetectionModel, eval mode, frozen by the backend
+    names: list[str]  # the detector's classes
+    classes: ClassMapping  # the data's classes -> the detector's
     imgsz: int
     rect: bool
     conf: float
@@ -70,6 +79,13 @@ class Detector:
     @property
     def stride(self) -> int:
         return int(max(self.model.stride.max().item(), 32))
+
+    @property
+    def rtdetr(self) -> bool:
+        """An RT-DETR: its head returns ranked boxes and scores (no NMS), its loss matches queries to boxes."""
+        from ultralytics.nn.tasks import RTDETRDetectionModel
+
+        return isinstance(self.model, RTDETRDetectionModel)
 
 
 def _number(value: Any, kind: type, key: str, source: Path) -> Any:
@@ -95,11 +111,12 @@ def _names(raw: Any, source: Path) -> list[str] | None:
 
 
 def read_det_config(path: Path | None) -> tuple[DetConfig, list[str] | None]:
-    """The task config and its class names (None when it gives neither names nor nc)."""
+    """The task config and the data's class names (None when it gives neither names nor nc)."""
     if path is None:
         return DetConfig(), None
     values = {k: v for k, v in read_yaml(path).items() if k not in DATA_YAML_KEYS}
     config = build(DetConfig, values, f"--task-config {path}")
+    config.class_map = read_class_map(config.class_map, str(path))
     names = _names(config.names, path)
     if config.nc is not None:
         nc = _number(config.nc, int, "nc", path)
@@ -185,7 +202,7 @@ def check_definition(definition: dict, source: str) -> None:
 
 
 def _build_from_yaml(source: str, names: list[str], seed: int) -> nn.Module:
-    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+    from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel, yaml_model_load
 
     try:
         definition = yaml_model_load(source)
@@ -194,10 +211,12 @@ def _build_from_yaml(source: str, names: list[str], seed: int) -> nn.Module:
                         "with ultralytics such as yolov8n.yaml or yolo11n.yaml") from None
     check_definition(definition, source)
     definition["nc"] = len(names)
+    head = definition["head"][-1][2] if definition.get("head") else None
+    family = RTDETRDetectionModel if head == "RTDETRDecoder" else DetectionModel
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = DetectionModel(definition, verbose=False)
+            model = family(definition, verbose=False)
     except Exception as exc:
         raise UserError(f"cannot build a detector from {source!r}: {_reason(exc)}") from None
     return model
@@ -257,19 +276,31 @@ def _hyperparameters(model: nn.Module) -> Any:
 
 
 def _check_detector(model: Any, source: str) -> None:
-    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
 
-    if not isinstance(model, nn.Module) or type(model) is not DetectionModel:
+    if not isinstance(model, nn.Module) or type(model) not in (DetectionModel, RTDETRDetectionModel):
         task = getattr(model, "task", None) or type(model).__name__
         raise UserError(f"{source} holds a {task} model ({type(model).__name__}), not an Ultralytics detection "
-                        "model; the det task takes YOLOv5u, YOLOv8, YOLO11 (and later) detectors")
+                        "model; the det task takes YOLOv5u, YOLOv8, YOLO11 (and later) and RT-DETR detectors")
+
+
+def _rtdetr_as_such(model: nn.Module) -> nn.Module:
+    """An RT-DETR saved as a plain ``DetectionModel`` (what ``YOLO("rtdetr-l.yaml").save()`` writes) gets the
+    class Ultralytics' RT-DETR trainer gives it: the same modules, with RT-DETR's forward pass and loss."""
+    from ultralytics.nn.modules import RTDETRDecoder
+    from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
+
+    if type(model) is DetectionModel and isinstance(model.model[-1], RTDETRDecoder):
+        model.__class__ = RTDETRDetectionModel
+    return model
 
 
 def default_feature_layer(model: nn.Module) -> str:
     """The deepest neck output feeding the detection head: the input of its largest-stride branch.
 
     YOLOv8 -> ``model.21`` (C2f), YOLO11 -> ``model.22`` (C3k2), YOLOv5u -> ``model.23`` (C3, whose
-    output is that of its ``cv3``: the paper's ``model.23.cv3``).
+    output is that of its ``cv3``: the paper's ``model.23.cv3``), RT-DETR-l -> ``model.27`` (the RepC3
+    of the neck's P5 output, which the decoder takes as its coarsest level).
     """
     head = model.model[-1]
     sources = head.f if isinstance(head.f, (list, tuple)) else [head.f]
@@ -296,32 +327,43 @@ def load_detector(weights: Path | None, config_path: Path | None, trust: bool = 
         print(f"warning: no --task-weights given: using an untrained {DEFAULT_MODEL} (only useful for tests)",
               file=sys.stderr)
         source = DEFAULT_MODEL
-        names = names or list(DET_CLASSES)
-        model = _build_from_yaml(source, names, config.seed)
+        own = names or list(DET_CLASSES)
+        model = _build_from_yaml(source, own, config.seed)
     elif weights.suffix.lower() in {".yaml", ".yml"}:
         source = str(weights)
         if not weights.exists() and weights.parent != Path("."):
             raise UserError(f"model YAML {weights} does not exist; check the path")
-        names = names or list(DET_CLASSES)
-        model = _build_from_yaml(source, names, config.seed)
+        own = names or list(DET_CLASSES)
+        model = _build_from_yaml(source, own, config.seed)
     elif weights.suffix.lower() == ".pt":
         source = str(weights)
         model, ckpt = _load_pt(weights, trust)
         _check_detector(model, source)
+        model = _rtdetr_as_such(model)
         own = [str(model.names[i]) for i in sorted(model.names)] if isinstance(model.names, dict) else \
             [str(n) for n in model.names]
-        if names is not None and len(names) != len(own):
-            raise UserError(f"--task-config gives {len(names)} classes but {weights} detects {len(own)} "
-                            f"({', '.join(own[:8])}{', ...' if len(own) > 8 else ''})")
-        names = names or own
+        if len(own) != model.model[-1].nc:
+            raise UserError(f"{weights} names {len(own)} classes but its head detects {model.model[-1].nc}; "
+                            "give a consistent Ultralytics checkpoint")
+        if config.names is None and names is not None and len(names) != len(own):
+            raise UserError(f"--task-config gives nc={len(names)} but {weights} detects {len(own)} classes "
+                            f"({', '.join(own[:8])}{', ...' if len(own) > 8 else ''}); give the data's class "
+                            "names (names:) to map them onto its classes by name")
     else:
         raise UserError(f"--task-weights {weights}: give an Ultralytics .pt checkpoint or a model .yaml")
     _check_detector(model, source)
-    assert names is not None
-    model.names = dict(enumerate(names))
+    # The labels number the config's names; given only nc (or nothing), they number the detector's own classes.
+    data_names = names if names is not None and config.names is not None else own
+    mapping = identity(own) if data_names == own and not config.class_map else \
+        match_classes(data_names, own, config.class_map, Path(source).name)
+    model.names = dict(enumerate(own))
+    model.nc = len(own)  # the head's, as Ultralytics' trainer sets it; RT-DETR's criterion reads it
     model.args = _hyperparameters(model)
     model = model.float().eval()
-    detector = Detector(model, list(names), 0, config.rect, config.conf, config.iou, config.max_det, source)
+    detector = Detector(model, list(own), mapping, 0, config.rect, config.conf, config.iou, config.max_det, source)
+    if detector.rtdetr and config.rect:
+        raise UserError(f"rect: true in {config_path} does not apply to RT-DETR {Path(source).name}: it sees its "
+                        "images stretched to imgsz x imgsz; remove rect")
     imgsz = config.imgsz or _checkpoint_imgsz(ckpt) or DEFAULT_IMGSZ
     stride = detector.stride
     detector.imgsz = -(-imgsz // stride) * stride  # a multiple of the stride, rounding up like Ultralytics

@@ -17,7 +17,7 @@ import torch
 torch.set_num_threads(1)  # tiny ops are fastest single-threaded (and the CI machine has 2 cores)
 
 from cldyn_cli.testing import NetworkUsed
-from yolo_testdata import NAMES, TINY_YAML
+from yolo_testdata import COCO_LIKE, FAMILIES, NAMES, TINY_RTDETR_YAML, TINY_YAML, Family
 
 _home: str | None = None
 
@@ -66,21 +66,59 @@ def offline(no_network: list[str], monkeypatch: pytest.MonkeyPatch):
     assert not downloads, f"a download was attempted: {downloads}"
 
 
-@pytest.fixture(scope="session")
-def tiny_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny detector saved the Ultralytics way (``YOLO(...).save``), with M3FD class names."""
+def _save_tiny(yaml: Path, names: list[str], path: Path) -> Path:
+    """A tiny detector saved the Ultralytics way (``YOLO(...).save``, an RT-DETR for an RT-DETR YAML)."""
     import cldyn_plugin_yolo._env as env
 
     env.ultralytics_ready()
     from ultralytics import YOLO
 
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    definition = path.with_suffix(".yaml")  # the model YAML with as many classes as names
+    definition.write_text(yaml.read_text().replace("\nnc: 6\n", f"\nnc: {len(names)}\n"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = YOLO(str(TINY_YAML), task="detect")
-    model.model.names = dict(enumerate(NAMES))
+        model = YOLO(str(definition), task="detect")
+    assert model.model.model[-1].nc == len(names)
+    model.model.names = dict(enumerate(names))
     model.save(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny YOLO detector as a .pt, with M3FD class names."""
+    return _save_tiny(TINY_YAML, NAMES, tmp_path_factory.mktemp("weights") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_rtdetr_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny RT-DETR as a .pt, with M3FD class names."""
+    return _save_tiny(TINY_RTDETR_YAML, NAMES, tmp_path_factory.mktemp("weights") / "tiny-rtdetr.pt")
+
+
+@pytest.fixture(scope="session")
+def coco_like(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny detectors of each family with other classes than the data's (lower-case, like COCO's)."""
+    folder = tmp_path_factory.mktemp("weights")
+    return {f.name: _save_tiny(f.yaml, COCO_LIKE, folder / f"coco-like-{f.name}.pt") for f in FAMILIES}
+
+
+@pytest.fixture(params=FAMILIES, ids=lambda family: family.name)
+def family(request: pytest.FixtureRequest) -> Family:
+    """Each detector family in turn (tests taking it run once per family)."""
+    return request.param
+
+
+@pytest.fixture
+def family_pt(family: Family, request: pytest.FixtureRequest) -> Path:
+    """The tiny .pt of the family under test."""
+    return request.getfixturevalue("tiny_pt" if family.name == "yolo" else f"tiny_{family.name}_pt")
+
+
+@pytest.fixture
+def coco_like_pt(family: Family, coco_like: dict[str, Path]) -> Path:
+    """The detector of the family under test with COCO-like classes."""
+    return coco_like[family.name]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The plugin through the cldyn CLI: listing, compensate + fuse + eval --task end to end, and yolo train."""
+"""The plugin through the cldyn CLI: listing, compensate + fuse + eval --task end to end (conditioned on a
+YOLO or an RT-DETR, scored by both), and yolo train (YOLO and RT-DETR)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from cldyn_cli import plugins
 from cldyn_cli.models.loading import embedded_base_path, save_vfn
 from cldyn_cli.models.vfn import VFN, VFNConfig
 
-from yolo_testdata import NAMES, TINY_YAML
+from yolo_testdata import FAMILIES, NAMES, TINY_YAML, Family
 
 runner = CliRunner()
 
@@ -51,13 +52,16 @@ def base_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return ["--base", str(path)]
 
 
-def test_compensate_fuse_and_eval_end_to_end(fresh_plugins, m3fd: Path, tiny_pt: Path, task_config: Path,
+def test_compensate_fuse_and_eval_end_to_end(fresh_plugins, family: Family, family_pt: Path, tiny_pt: Path,
+                                             tiny_rtdetr_pt: Path, m3fd: Path, task_config: Path,
                                              base_args: list[str], tmp_path: Path) -> None:
+    """Compensation conditioned on ``family``'s detector; both detectors score the fused folders
+    (cross-detector evaluation: the other one was not involved in training)."""
     config = tmp_path / "compensate.yaml"
     config.write_text("embed_dim: 32\nvectors: 8\nbatch_size: 2\n")
     rsc = tmp_path / "rsc.safetensors"
     result = runner.invoke(_app(), ["compensate", "--plugin", "yolo", "--data", str(m3fd), "--task-weights",
-                                    str(tiny_pt), "--task-config", str(task_config), "--config", str(config),
+                                    str(family_pt), "--task-config", str(task_config), "--config", str(config),
                                     "--steps", "2", "--device", "cpu", "--quiet", "-o", str(rsc), *base_args])
     assert result.exit_code == 0, result.output
     assert rsc.is_file()
@@ -66,26 +70,27 @@ def test_compensate_fuse_and_eval_end_to_end(fresh_plugins, m3fd: Path, tiny_pt:
 
     fused = tmp_path / "fused"
     result = runner.invoke(_app(), ["fuse", str(m3fd / "ir" / "test"), str(m3fd / "vi" / "test"), "-o", str(fused),
-                                    "--task", "det", "--rsc", str(rsc), "--task-weights", str(tiny_pt),
+                                    "--task", "det", "--rsc", str(rsc), "--task-weights", str(family_pt),
                                     "--task-config", str(task_config), "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
     assert [p.name for p in fused.iterdir()] == ["00001.png"]
 
-    # Base fusion of the same scene, then both folders scored side by side by one detector.
+    # Base fusion of the same scene, then both folders scored side by side by each detector.
     base_fused = tmp_path / "base"
     result = runner.invoke(_app(), ["fuse", str(m3fd / "ir" / "test"), str(m3fd / "vi" / "test"), "-o",
                                     str(base_fused), "--device", "cpu", "--quiet", *base_args])
     assert result.exit_code == 0, result.output
-    report = tmp_path / "metrics.json"
-    result = runner.invoke(_app(), ["eval", "--task", "det", "--data", str(m3fd), "--split", "test", str(base_fused),
-                                    str(fused), "--task-weights", str(tiny_pt), "--task-config", str(task_config),
-                                    "--json", str(report), "--device", "cpu", "--quiet"])
-    assert result.exit_code == 0, result.output
-    doc = json.loads(report.read_text())
-    assert doc["task"] == "det" and list(doc["methods"]) == ["base", "fused"]
-    for entry in doc["methods"].values():
-        assert entry["images"] == 1 and {"mAP50", "mAP50-95"} <= set(entry["metrics"])
-    assert "mAP50" in result.stdout
+    for judge in (tiny_pt, tiny_rtdetr_pt):
+        report = tmp_path / f"metrics-{judge.stem}.json"
+        result = runner.invoke(_app(), ["eval", "--task", "det", "--data", str(m3fd), "--split", "test",
+                                        str(base_fused), str(fused), "--task-weights", str(judge), "--task-config",
+                                        str(task_config), "--json", str(report), "--device", "cpu", "--quiet"])
+        assert result.exit_code == 0, result.output
+        doc = json.loads(report.read_text())
+        assert doc["task"] == "det" and list(doc["methods"]) == ["base", "fused"]
+        for entry in doc["methods"].values():
+            assert entry["images"] == 1 and {"mAP50", "mAP50-95"} <= set(entry["metrics"])
+        assert "mAP50" in result.stdout
 
 
 def test_cli_user_errors(fresh_plugins, m3fd: Path, tmp_path: Path, base_args: list[str]) -> None:
@@ -108,8 +113,10 @@ def test_cli_user_errors(fresh_plugins, m3fd: Path, tmp_path: Path, base_args: l
     assert result.exit_code == 2 and "training failed" in result.output and "Traceback" not in result.output
 
 
-def test_yolo_train_offline(fresh_plugins, m3fd: Path, tmp_path: Path, offline) -> None:
-    """Ultralytics' own trainer, one epoch on four 64x64 images, without touching the network."""
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda family: family.name)
+def test_yolo_train_offline(fresh_plugins, family: Family, m3fd: Path, tmp_path: Path, offline) -> None:
+    """Ultralytics' own trainer (its RT-DETR trainer for an RT-DETR YAML), one epoch on five 64x64
+    images, without touching the network."""
     import shutil
 
     root = tmp_path / "yolo"
@@ -119,7 +126,7 @@ def test_yolo_train_offline(fresh_plugins, m3fd: Path, tmp_path: Path, offline) 
     data = tmp_path / "data.yaml"
     data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames: {NAMES}\n")
     out = tmp_path / "best.pt"
-    result = runner.invoke(_app(), ["yolo", "train", str(data), "-o", str(out), "--model", str(TINY_YAML),
+    result = runner.invoke(_app(), ["yolo", "train", str(data), "-o", str(out), "--model", str(family.yaml),
                                     "--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
     assert out.is_file()
@@ -130,6 +137,7 @@ def test_yolo_train_offline(fresh_plugins, m3fd: Path, tmp_path: Path, offline) 
 
     backend = load(TaskOptions(weights=out))
     assert backend.names == NAMES and backend.imgsz == 64  # the training imgsz comes with the checkpoint
+    assert backend.detector.rtdetr == (family.name == "rtdetr")
 
 
 def test_command_module_imports_first_without_a_cycle() -> None:

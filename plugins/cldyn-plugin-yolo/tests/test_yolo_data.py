@@ -13,9 +13,12 @@ from cldyn_cli.errors import UserError
 from cldyn_cli.tasks import TaskOptions
 
 from cldyn_plugin_yolo.backend import load
+from cldyn_plugin_yolo.classes import identity
 from cldyn_plugin_yolo.data import (PAD_VALUE, DetectionDataset, collate, letterbox, letterbox_boxes,
                                     letterbox_geometry, read_labels)
-from yolo_testdata import TINY_YAML
+from yolo_testdata import NAMES, TINY_RTDETR_YAML, TINY_YAML
+
+CLASSES = identity(NAMES)
 
 
 def test_letterbox_by_hand() -> None:
@@ -42,6 +45,10 @@ def test_letterbox_by_hand() -> None:
     # Already letterboxed: nothing changes.
     same = letterbox_geometry(64, 64, 64)
     assert same.identity and letterbox(image[:, :1, :1].expand(3, 64, 64), same).shape == (3, 64, 64)
+    # stretch (RT-DETR): 50x100 -> 64x64 without padding; normalised boxes stay.
+    s = letterbox_geometry(50, 100, 64, 32, stretch=True)
+    assert (s.new_h, s.new_w, s.top, s.left, s.out_h, s.out_w) == (64, 64, 0, 0, 64, 64)
+    assert torch.allclose(letterbox(image, s), torch.tensor(0.25)) and torch.equal(letterbox_boxes(boxes, s), boxes)
 
 
 def test_m3fd_dataset_and_collate(m3fd: Path) -> None:
@@ -67,11 +74,34 @@ def test_m3fd_dataset_and_collate(m3fd: Path) -> None:
     assert torch.isfinite(loss)
 
 
+def test_rtdetr_sees_what_ultralytics_feeds_it(m3fd: Path, tmp_path: Path) -> None:
+    """An RT-DETR's samples are the images and labels of Ultralytics' own RT-DETR dataset (stretched to
+    a square, not letterboxed), up to the rounding of its 8-bit resize."""
+    from ultralytics.cfg import DEFAULT_CFG
+    from ultralytics.models.rtdetr.val import RTDETRDataset
+
+    root = tmp_path / "yolo"
+    shutil.copytree(m3fd / "vi" / "train", root / "images")
+    shutil.copytree(m3fd / "labels" / "train", root / "labels")
+    theirs = RTDETRDataset(img_path=str(root / "images"), imgsz=96, augment=False, hyp=DEFAULT_CFG,
+                           data={"names": dict(enumerate(NAMES)), "channels": 3})
+    config = tmp_path / "det.yaml"
+    config.write_text("imgsz: 96\n")  # 80x64 scenes are enlarged: no antialiasing question
+    ours = load(TaskOptions(weights=TINY_RTDETR_YAML, config=config)).dataset(m3fd, "train")
+    assert len(theirs) == len(ours) == 5
+    for i in range(len(ours)):
+        item, sample = theirs[i], ours[i]
+        assert Path(item["im_file"]).stem == sample.name and sample.vis.shape == (3, 96, 96)
+        assert torch.allclose(item["img"].float() / 255, sample.vis, atol=1.01 / 255)
+        assert torch.equal(item["cls"].view(-1), sample.target[:, 0])
+        assert torch.allclose(item["bboxes"], sample.target[:, 1:], atol=1e-6)
+
+
 def test_generic_layout_and_rect_collate(m3fd: Path, tmp_path: Path) -> None:
     root = tmp_path / "generic"
     for src, dst in (("ir", "ir"), ("vi", "vis"), ("labels", "labels")):
         shutil.copytree(m3fd / src / "train", root / dst)
-    data = DetectionDataset(root, "whatever", 6, imgsz=64, stride=32, rect=True)
+    data = DetectionDataset(root, "whatever", CLASSES, imgsz=64, stride=32, rect=True)
     assert len(data) == 5 and data[0].vis.shape == (3, 64, 64)  # 80x64 -> 64x51 -> padded to 64x64
     small = data[0]
     small.vis, small.ir = small.vis[:, :32], small.ir[:, :32]  # pretend a 64x32 image
@@ -85,12 +115,12 @@ def test_generic_layout_and_rect_collate(m3fd: Path, tmp_path: Path) -> None:
 
 def test_layout_errors(m3fd: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no split 'val'"):
-        DetectionDataset(m3fd, "val", 6, 64)
+        DetectionDataset(m3fd, "val", CLASSES, 64)
     with pytest.raises(UserError, match="does not exist"):
-        DetectionDataset(tmp_path / "nowhere", "train", 6, 64)
+        DetectionDataset(tmp_path / "nowhere", "train", CLASSES, 64)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="expected ir/, vi/"):
-        DetectionDataset(tmp_path / "empty", "train", 6, 64)
+        DetectionDataset(tmp_path / "empty", "train", CLASSES, 64)
 
 
 def test_missing_and_bad_labels_name_the_file(m3fd: Path, tmp_path: Path) -> None:
@@ -99,19 +129,19 @@ def test_missing_and_bad_labels_name_the_file(m3fd: Path, tmp_path: Path) -> Non
     label = root / "labels" / "train" / "00002.txt"
     label.unlink()
     with pytest.raises(UserError, match=r"label file .*00002\.txt is missing"):
-        DetectionDataset(root, "train", 6, 64)
+        DetectionDataset(root, "train", CLASSES, 64)
     label.write_text("1 0.5 0.5 0.2 0.2\n2 0.5 0.5 0.2\n")
     with pytest.raises(UserError, match=r"00002\.txt:2: expected 5 values"):
-        DetectionDataset(root, "train", 6, 64)
+        DetectionDataset(root, "train", CLASSES, 64)
     label.write_text("1 0.5 0.5 0.2 0.2\n\n9 0.5 0.5 0.2 0.2\n")
     with pytest.raises(UserError, match=r"00002\.txt:3: class 9 is not one of 0\.\.5"):
-        DetectionDataset(root, "train", 6, 64)
+        DetectionDataset(root, "train", CLASSES, 64)
     label.write_text("1 50 60 20 20\n")
     with pytest.raises(UserError, match=r"00002\.txt:1: coordinates must be normalised"):
-        DetectionDataset(root, "train", 6, 64)
+        DetectionDataset(root, "train", CLASSES, 64)
     label.write_text("car 0.5 0.5 0.2 0.2\n")
     with pytest.raises(UserError, match=r"00002\.txt:1: not a number"):
-        DetectionDataset(root, "train", 6, 64)
+        DetectionDataset(root, "train", CLASSES, 64)
     label.write_text("")  # an empty label file is an image without objects
     assert read_labels(label, 6).shape == (0, 5)
-    assert len(DetectionDataset(root, "train", 6, 64)) == 5
+    assert len(DetectionDataset(root, "train", CLASSES, 64)) == 5

@@ -18,27 +18,30 @@ from cldyn_cli.models.vfn import VFN, VFNConfig
 from cldyn_cli.tasks import TaskOptions
 
 from cldyn_plugin_yolo.backend import load
+from yolo_testdata import Family
 
 app = create_app()
 runner = CliRunner()
 
 
-def live_compensation(path: Path) -> Path:
+def live_compensation(path: Path, feature_layer: str) -> Path:
     """A compensation for det with non-zero injections (as after training) on a small base network."""
     torch.manual_seed(0)
     compensation = SemanticCompensation(RSCConfig(blocks=1, embed_dim=32, vectors=8))
     for branch in compensation.branches.values():
         torch.nn.init.normal_(branch.blocks[0].inject.weight, std=0.5)
     save_compensation(compensation.eval(), VFN(VFNConfig(blocks=2)).eval(), path,
-                      {"tasks": [{"task": "det", "feature_layer": "model.19"}]})
+                      {"tasks": [{"task": "det", "feature_layer": feature_layer}]})
     return path
 
 
-def test_det_export_matches_the_pytorch_path(tiny_pt: Path, task_config: Path, tmp_path: Path) -> None:
-    rsc, onnx_path = live_compensation(tmp_path / "rsc.safetensors"), tmp_path / "det.onnx"
-    args = ["export", "--task", "det", "--rsc", str(rsc), "--task-weights", str(tiny_pt), "--task-config",
+def test_det_export_matches_the_pytorch_path(family: Family, family_pt: Path, task_config: Path,
+                                             tmp_path: Path) -> None:
+    rsc, onnx_path = live_compensation(tmp_path / "rsc.safetensors", family.feature_layer), tmp_path / "det.onnx"
+    args = ["export", "--task", "det", "--rsc", str(rsc), "--task-weights", str(family_pt), "--task-config",
             str(task_config), "-o", str(onnx_path)]
-    # 48x64 letterboxes to the detector's 64x64 by padding; the graph is fixed to that size.
+    # 48x64 letterboxes to the detector's 64x64 by padding (an RT-DETR: is enlarged to it); the graph is
+    # fixed to that size.
     result = runner.invoke(app, [*args, "--height", "48", "--width", "64"])
     assert result.exit_code == 0, result.output
     assert float(re.search(r"max difference (\S+)", result.output).group(1)) <= 1e-4
@@ -47,7 +50,7 @@ def test_det_export_matches_the_pytorch_path(tiny_pt: Path, task_config: Path, t
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"ir": ir.numpy(), "vis": vis.numpy()})
     compensation, base, _ = load_compensation(rsc)
-    backend = load(TaskOptions(weights=tiny_pt, config=task_config))
+    backend = load(TaskOptions(weights=family_pt, config=task_config))
     with torch.no_grad():
         expected = compensated_reference(base, compensation, backend)(ir, vis)
         base_only = FusionGraph(base)(ir, vis)
