@@ -45,7 +45,7 @@ def compare(theirs: torch.nn.Module, ours: A2SI, bank: torch.Tensor, our_bank: t
         torch.manual_seed(7)
         got = ours(our_bank, task, x)
         torch.manual_seed(7)
-        types = ours.choose_types(task.reshape(6, 1, -1), x).argmax(-1)
+        types = ours.choose_types(task.reshape(6, 1, -1), ours.image_embeddings(x)[0]).argmax(-1)
     assert len(types.unique()) >= 2
     assert not torch.allclose(expected, x, atol=1e-3)  # the block does something
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
