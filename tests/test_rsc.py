@@ -10,7 +10,11 @@ from torch import nn
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.image_embedding import downsampled, inference_embeddings
 from cldyn_cli.models.rsc import A2SI, RSC, BasisVectorBank, RSCConfig, SemanticCompensation, conv1d_mean
-from cldyn_cli.models.vfn import VFN, VFNConfig
+from cldyn_cli.fusion import compensated_y
+from cldyn_cli.models.loading import load_vfn
+from cldyn_cli.models.vfn import VFN, VFNConfig, fold_batchnorm
+from cldyn_cli.plugins import get_task
+from cldyn_cli.tasks import TaskOptions
 from reference_a2si import reference_a2si
 
 SMALL = dict(embed_dim=32, channels=8, filters=4, sets=4, vectors=8)
@@ -249,3 +253,20 @@ def test_query_stride_changes_only_the_query_and_is_stored() -> None:
             torch.testing.assert_close(choice, block.choice_image(x).flatten(1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(vectors[2], coarse_query, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(vectors[1], vectors[2])
+
+
+def test_compensated_fusion_on_the_inference_copy_of_the_base_is_unchanged() -> None:
+    """`cldyn fuse --task` runs the base with BatchNorm folded, channels-last: same output to 1e-5."""
+    torch.manual_seed(0)
+    base = load_vfn()[0]
+    compensation = SemanticCompensation(RSCConfig(blocks=1, **SMALL)).eval()
+    for branch in compensation.branches.values():
+        nn.init.normal_(branch.blocks[0].inject.weight, std=0.5)
+    task = get_task("toyseg").load(TaskOptions())
+    ir, vis = torch.rand(2, 1, 30, 44), torch.rand(2, 3, 30, 44)
+    with torch.no_grad():
+        _, plain = compensated_y(base, compensation, task, ir, vis)
+        _, fast = compensated_y(fold_batchnorm(base).to(memory_format=torch.channels_last), compensation, task, ir, vis)
+        _, uncompensated = compensated_y(base, SemanticCompensation(RSCConfig(blocks=1, **SMALL)).eval(), task, ir, vis)
+    assert (plain - uncompensated).abs().max() > 1e-3  # the compensation is at work
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
