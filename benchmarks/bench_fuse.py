@@ -8,7 +8,7 @@ Usage: python benchmarks/bench_fuse.py [--device cpu|cuda] [--sizes 640x480,1920
 The compensated run uses the default compensation of docs/method.md (K=1, E=256, M=4) conditioned on the
 built-in toyseg task network; the task network's own forward pass is excluded from its time (it is
 reported beside, approximately: its time with a base pass, less a base pass). A query stride above 1
-computes A2SI's basis query on a downsampled image, which changes the output (see docs/method.md).
+computes A2SI's basis query on a downsampled image, which changes the output (RSCConfig.query_stride).
 """
 
 from __future__ import annotations
