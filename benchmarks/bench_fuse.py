@@ -56,8 +56,8 @@ def run_compensated(width: int, height: int, device: str, repeats: int, strides:
     """
     import torch
 
-    from cldyn_cli.fusion import Fuser, compensated_y, task_rgb
     from cldyn_cli.colour import luminance
+    from cldyn_cli.fusion import Fuser, compensated_y, task_rgb
     from cldyn_cli.models.loading import load_vfn
     from cldyn_cli.models.rsc import A2SI, SemanticCompensation
     from cldyn_cli.models.vfn import fold_batchnorm
@@ -90,7 +90,7 @@ def run_compensated(width: int, height: int, device: str, repeats: int, strides:
         return run
 
     fns = {"base": lambda: fuser.fuse_y(ir, vis[:, :1]),
-           "task": lambda: task.features(task_rgb(base(ir, luminance(vis)), vis))}
+           "task": lambda: task.features(task_rgb(inference_base(ir, luminance(vis)), vis))}
     fns.update({f"comp{s}": compensated(s) for s in strides})
     best = {name: float("inf") for name in fns}
     with torch.no_grad():
