@@ -28,7 +28,7 @@ from cldyn_cli import fusion
 from cldyn_cli.fusion import compensated_y, fuse_images, to_array, to_tensor
 from cldyn_cli.models.loading import load_compensation, load_vfn
 from cldyn_cli.models.rsc import A2SI, SemanticCompensation
-from cldyn_cli.models.vfn import VFN, with_stretch
+from cldyn_cli.models.vfn import VFN, fold_batchnorm, with_stretch
 from cldyn_cli.tasks import TaskBackend, TaskOptions, TaskSpec
 
 ImageLike = Union[np.ndarray, Image.Image]
@@ -129,7 +129,8 @@ class _CompensatedFusion:
 
         require_weights(options, get_task(task).name)  # an unknown task is reported first
         self.compensation, base, self.backend = load_task_compensation(task, rsc, options)
-        self.base = with_stretch(base, stretch)
+        # BatchNorm folded and channels-last, as base fusion runs (same output, about twice as fast on CPU).
+        self.base = fold_batchnorm(with_stretch(base, stretch)).to(memory_format=torch.channels_last)
         self.device = options.device
         for block in self.compensation.modules():
             if isinstance(block, A2SI):

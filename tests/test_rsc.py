@@ -8,8 +8,13 @@ import torch
 from torch import nn
 
 from cldyn_cli.errors import UserError
+from cldyn_cli.models.image_embedding import downsampled, inference_embeddings
 from cldyn_cli.models.rsc import A2SI, RSC, BasisVectorBank, RSCConfig, SemanticCompensation, conv1d_mean
-from cldyn_cli.models.vfn import VFN, VFNConfig
+from cldyn_cli.fusion import compensated_y
+from cldyn_cli.models.loading import load_vfn
+from cldyn_cli.models.vfn import VFN, VFNConfig, fold_batchnorm
+from cldyn_cli.plugins import get_task
+from cldyn_cli.tasks import TaskOptions
 from reference_a2si import reference_a2si
 
 SMALL = dict(embed_dim=32, channels=8, filters=4, sets=4, vectors=8)
@@ -177,3 +182,91 @@ def test_config_round_trip() -> None:
         RSCConfig.from_dict({"blocks": 1, "depth": 3})
     with pytest.raises(UserError, match="tau in the RSC config must be greater than 0"):
         RSCConfig.from_dict({"tau": 0})
+
+
+def trained_statistics(block: A2SI) -> None:
+    """Random BatchNorm affine parameters and running statistics, as after training."""
+    generator = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for module in block.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                for tensor in (module.weight, module.bias, module.running_mean):
+                    tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5)
+                module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_inference_embeddings_equal_the_modules(stride: int) -> None:
+    """The fused inference pass (BN folded, one 8->72 convolution, channels-last) against the layers."""
+    block, _ = live_block()
+    _, x = inputs()
+    trained_statistics(block)
+    block.eval()
+    with torch.no_grad():
+        choice, query = inference_embeddings(block.choice_image, block.query_image, x, stride)
+        expected_query = block.query_image(downsampled(x, stride)).flatten(1)
+        torch.testing.assert_close(choice, block.choice_image(x).flatten(1), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(query, expected_query, atol=1e-5, rtol=1e-5)
+
+
+def test_downsampled_averages_cells_and_partial_cells() -> None:
+    x = torch.arange(15.0).view(1, 1, 3, 5)
+    expected = torch.tensor([[(0 + 1 + 5 + 6) / 4, (2 + 3 + 7 + 8) / 4, (4 + 9) / 2],
+                             [(10 + 11) / 2, (12 + 13) / 2, 14.0]])
+    torch.testing.assert_close(downsampled(x, 2)[0, 0], expected)
+    assert downsampled(x, 1) is x
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_inference_path_gives_the_output_of_the_layer_path(stride: int) -> None:
+    """Eval mode without gradients (fused pass) and with them (the modules) agree, sampling or not."""
+    block, bank = live_block(seed=4)
+    task, x = inputs()
+    trained_statistics(block)
+    block.query_stride = stride
+    block.eval()
+    for sample in (False, True):
+        block.sample = sample
+        torch.manual_seed(5)
+        layers = block(bank, task, x).detach()
+        with torch.no_grad():
+            torch.manual_seed(5)
+            fused = block(bank, task, x)
+        torch.testing.assert_close(fused, layers, atol=1e-5, rtol=1e-5)
+
+
+def test_query_stride_changes_only_the_query_and_is_stored() -> None:
+    compensation = SemanticCompensation(RSCConfig(query_stride=2, **SMALL))
+    assert all(block.query_stride == 2 for branch in compensation.branches.values() for block in branch.blocks)
+    assert RSCConfig.from_dict(compensation.config.to_dict()).query_stride == 2
+    assert RSCConfig.from_dict({}).query_stride == 1  # files written before the option read as published
+    block, bank = live_block()
+    task, x = inputs()
+    block.eval()
+    with torch.no_grad():
+        coarse_query = block.query(task.reshape(6, 1, -1), block.query_image(downsampled(x, 2)).flatten(1))
+        vectors = {}
+        for stride in (1, 2):
+            block.query_stride = stride
+            choice, query = block.image_embeddings(x)
+            vectors[stride] = block.query(task.reshape(6, 1, -1), query)
+            torch.testing.assert_close(choice, block.choice_image(x).flatten(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(vectors[2], coarse_query, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(vectors[1], vectors[2])
+
+
+def test_compensated_fusion_on_the_inference_copy_of_the_base_is_unchanged() -> None:
+    """`cldyn fuse --task` runs the base with BatchNorm folded, channels-last: same output to 1e-5."""
+    torch.manual_seed(0)
+    base = load_vfn()[0]
+    compensation = SemanticCompensation(RSCConfig(blocks=1, **SMALL)).eval()
+    for branch in compensation.branches.values():
+        nn.init.normal_(branch.blocks[0].inject.weight, std=0.5)
+    task = get_task("toyseg").load(TaskOptions())
+    ir, vis = torch.rand(2, 1, 30, 44), torch.rand(2, 3, 30, 44)
+    with torch.no_grad():
+        _, plain = compensated_y(base, compensation, task, ir, vis)
+        _, fast = compensated_y(fold_batchnorm(base).to(memory_format=torch.channels_last), compensation, task, ir, vis)
+        _, uncompensated = compensated_y(base, SemanticCompensation(RSCConfig(blocks=1, **SMALL)).eval(), task, ir, vis)
+    assert (plain - uncompensated).abs().max() > 1e-3  # the compensation is at work
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)

@@ -11,6 +11,7 @@ import torch
 from cldyn_cli.checkpoint import BASE_FORMAT, RSC_FORMAT, atomic_save, load_checkpoint, metadata_json
 from cldyn_cli.config import build
 from cldyn_cli.errors import UserError
+from cldyn_cli.models.convert import convert_authors_rsc_checkpoint
 from cldyn_cli.models.rsc import RSCConfig, SemanticCompensation
 from cldyn_cli.models.vfn import VFN, VFNConfig
 
@@ -65,3 +66,26 @@ def load_compensation(path: Path, device: torch.device | str = "cpu"
     except (ValueError, RuntimeError) as exc:
         raise UserError(f"{path} does not match its own config ({str(exc).splitlines()[0]})") from None
     return compensation.to(device).eval(), base.to(device).eval(), metadata
+
+
+def load_authors_compensation(path: Path, device: torch.device | str = "cpu") -> SemanticCompensation:
+    """A compensation (eval mode) from an RSC checkpoint of the authors' training script (``ckpt_*.pth``).
+
+    Their file holds no base network and no task, so it gives the compensation alone. It is a pickle:
+    it is read with ``weights_only`` (tensors and containers, no code).
+    """
+    if not path.is_file():
+        raise UserError(f"authors' RSC checkpoint {path} does not exist; check the path")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a foreign file; all mean "not their checkpoint"
+        raise UserError(f"{path} is not a PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
+    try:
+        if not isinstance(checkpoint, dict):
+            raise ValueError("not an RSC checkpoint of the authors' code: it holds no dict")
+        config, state = convert_authors_rsc_checkpoint(checkpoint)
+        compensation = SemanticCompensation(config)
+        compensation.load_state_dict(state)
+    except (ValueError, RuntimeError) as exc:  # load_state_dict says what differs on its second line
+        raise UserError(f"{path}: " + " ".join(line.strip() for line in str(exc).splitlines()[:2])) from None
+    return compensation.to(device).eval()

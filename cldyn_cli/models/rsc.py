@@ -17,6 +17,7 @@ from torch import nn
 
 from cldyn_cli.config import build, setting
 
+from .image_embedding import downsampled, inference_embeddings
 from .vfn import SLOPE, VFN, BlockHook
 
 # The kernel types the prototypes stand for, as (size, dilation), in set order.
@@ -36,6 +37,7 @@ class RSCConfig:
     sets: int = setting(4, choices=(4,))  # S: basis sets, one per kernel type
     vectors: int = setting(32, min=1)  # V: basis vectors per set
     tau: float = setting(0.5, above=0)  # Gumbel-softmax temperature of the kernel-type choice
+    query_stride: int = setting(1, min=1)  # the basis query sees X area-downsampled by this (1: as published)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,19 +62,28 @@ def orthonormal_rows(rows: int, dim: int) -> torch.Tensor:
 def conv1d_mean(seq: torch.Tensor, net: nn.Sequential) -> torch.Tensor:
     """``net(seq).mean(-1)`` for net = bias-free Conv1d(1->c, k3, pad 1), activation, Conv1d(k3, pad 1).
 
-    The task features make a long sequence (C*H*W). The mean of the second (linear) convolution
-    is that convolution applied to three shifted sums of its input, so it never runs over the
-    sequence; the first one runs piece by piece, each piece's activations summed while in cache.
-    (B, 1, L) -> (B, out).
+    The task features make a long sequence (C*H*W, millions of values for a segmenter's map). The
+    mean of the second (linear) convolution is that convolution applied to three shifted sums of its
+    input, so it never runs over the sequence; the first one runs piece by piece as three
+    multiply-adds of shifted copies (a matrix product with an inner size of 3 runs far slower), each
+    piece's activations summed while in cache. Pieces hold about 2^18 values: small ones cost more
+    in per-call overhead than they gain. (B, 1, L) -> (B, out).
     """
     first, act, second = net
-    windows = F.pad(seq.flatten(1), (1, 1)).unfold(1, 3, 1)  # (B, L, 3): the first conv's inputs
-    weight = first.weight.flatten(1).t()  # (3, c)
-    piece = max(1, 2 ** 16 // weight.shape[1])
-    total = sum(act(part @ weight).sum(1) for part in windows.split(piece, dim=1))
-    ends = act(windows[:, [0, -1]] @ weight)  # (B, 2, c): h at the first and the last position
+    padded = F.pad(seq.flatten(1), (1, 1))  # (B, L + 2): position l's window is padded[l:l + 3]
+    length = padded.shape[1] - 2
+    taps = first.weight.flatten(1).t()[:, None, :, None]  # (3, 1, c, 1)
+    piece = max(1, 2 ** 18 // (taps.shape[2] * padded.shape[0]))
+
+    def activated(start: int, n: int) -> torch.Tensor:  # (B, c, n): h at positions start..start+n-1
+        window = padded[:, None, start:start + n + 2]
+        h = window[..., :n] * taps[0]
+        return act(h.addcmul_(window[..., 1:n + 1], taps[1]).addcmul_(window[..., 2:], taps[2]))
+
+    total = sum(activated(start, min(piece, length - start)).sum(-1) for start in range(0, length, piece))
+    first_h, last_h = activated(0, 1)[..., 0], activated(length - 1, 1)[..., 0]
     # Output l reads h[l-1], h[l], h[l+1] (zero outside): their sums over l.
-    shifted = torch.stack([total - ends[:, 1], total, total - ends[:, 0]], dim=-1)
+    shifted = torch.stack([total - last_h, total, total - first_h], dim=-1)
     return torch.einsum("oik,bik->bo", second.weight, shifted) / seq.shape[-1]
 
 
@@ -115,7 +126,7 @@ class A2SI(nn.Module):
     """
 
     def __init__(self, embed_dim: int = 256, channels: int = 8, filters: int = 4, sets: int = 4,
-                 vectors: int = 32, tau: float = 0.5) -> None:
+                 vectors: int = 32, tau: float = 0.5, query_stride: int = 1) -> None:
         super().__init__()
         if sets != len(KERNEL_TYPES):
             raise ValueError(f"sets must be {len(KERNEL_TYPES)} (one basis set per kernel type), got {sets}")
@@ -124,6 +135,7 @@ class A2SI(nn.Module):
         if embed_dim % 4:
             raise ValueError(f"embed_dim must be a multiple of 4, got {embed_dim}")
         self.embed_dim, self.channels, self.filters, self.tau = embed_dim, channels, filters, tau
+        self.query_stride = query_stride  # > 1 changes the output: a cheaper query from a coarser X
         self.sample = False  # draw the kernel types at eval time too, instead of taking the argmax
         self.noise_rows: tuple[int, int] | None = None  # see SemanticCompensation.noise_rows
         self.static_shapes = False  # eval-mode formulation without data-dependent shapes, for ONNX export
@@ -157,9 +169,10 @@ class A2SI(nn.Module):
     def forward(self, bank: torch.Tensor, task_features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """bank (S, V, E), task features (B, ...), features x (B, C, H, W) -> compensated x."""
         task = task_features.reshape(x.shape[0], 1, -1)
-        one_hot = self.choose_types(task, x)
+        choice_image, query_image = self.image_embeddings(x)
+        one_hot = self.choose_types(task, choice_image)
         types = one_hot.argmax(-1)
-        vectors = self.select_basis(bank, one_hot, types, self.query(task, x))
+        vectors = self.select_basis(bank, one_hot, types, self.query(task, query_image))
         if self.static_shapes:
             return x + self.inject(self.respond_static(x, one_hot, vectors))
         return x + self.inject(self.respond(x, types, vectors))
@@ -168,10 +181,23 @@ class A2SI(nn.Module):
         # conv1d_mean cuts the sequence into a length-dependent number of pieces; export wants one graph
         return net(seq).mean(-1) if self.static_shapes else conv1d_mean(seq, net)
 
-    def choose_types(self, task: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """One-hot kernel type per slot (B, M, 4); straight-through Gumbel when training or sampling."""
-        embedding = torch.cat([self._sequence_mean(task, self.choice_task), self.choice_image(x).flatten(1)], dim=1)
-        queries = self.choice_head(embedding).view(x.shape[0], self.filters, PROTOTYPE_DIM)
+    def image_embeddings(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled image embeddings of the type choice (B, 8) and of the query (B, E/2).
+
+        At inference (eval mode, no gradient) one fused pass computes both; otherwise the modules
+        run as they are, the query's without a graph (it passes no gradient) and channels-last.
+        """
+        if not (self.training or torch.is_grad_enabled() or self.static_shapes):
+            return inference_embeddings(self.choice_image, self.query_image, x, self.query_stride)
+        with torch.no_grad():
+            query = self.query_image(downsampled(x, self.query_stride).contiguous(memory_format=torch.channels_last))
+        return self.choice_image(x).flatten(1), query.flatten(1)
+
+    def choose_types(self, task: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """One-hot kernel type per slot (B, M, 4) from the task sequence and the image embedding;
+        straight-through Gumbel when training or sampling."""
+        embedding = torch.cat([self._sequence_mean(task, self.choice_task), image], dim=1)
+        queries = self.choice_head(embedding).view(image.shape[0], self.filters, PROTOTYPE_DIM)
         logits = torch.einsum("bmd,td->bmt", F.normalize(queries, dim=-1, eps=EPS),
                               F.normalize(self.prototypes, dim=-1, eps=EPS))
         if self.training or self.sample:
@@ -179,11 +205,11 @@ class A2SI(nn.Module):
         return F.one_hot(logits.argmax(-1), len(KERNEL_TYPES)).to(logits.dtype)
 
     @torch.no_grad()
-    def query(self, task: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """q (B, E). Only its top-n ranking is used, which passes no gradient, so no graph is kept."""
+    def query(self, task: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """q (B, E) from the task sequence and the query's image embedding. Only its top-n ranking
+        is used, which passes no gradient, so no graph is kept."""
         rms = task.square().mean(dim=-1, keepdim=True).sqrt()
-        embedding = torch.cat([self._sequence_mean(task / (rms + EPS), self.query_task),
-                               self.query_image(x).flatten(1)], 1)
+        embedding = torch.cat([self._sequence_mean(task / (rms + EPS), self.query_task), image], 1)
         return self.query_head(embedding)
 
     def select_basis(self, bank: torch.Tensor, one_hot: torch.Tensor, types: torch.Tensor,
@@ -251,11 +277,12 @@ class RSC(nn.Module):
     """The compensation of one encoder branch: A2SI block i follows encoder block i."""
 
     def __init__(self, blocks: int = 1, embed_dim: int = 256, channels: int = 8, filters: int = 4,
-                 sets: int = 4, vectors: int = 32, tau: float = 0.5) -> None:
+                 sets: int = 4, vectors: int = 32, tau: float = 0.5, query_stride: int = 1) -> None:
         super().__init__()
         if blocks < 1:
             raise ValueError(f"an RSC needs at least one A2SI block, got {blocks}")
-        self.blocks = nn.ModuleList(A2SI(embed_dim, channels, filters, sets, vectors, tau) for _ in range(blocks))
+        self.blocks = nn.ModuleList(A2SI(embed_dim, channels, filters, sets, vectors, tau, query_stride)
+                                    for _ in range(blocks))
 
     def forward(self, bank: torch.Tensor, task_features: torch.Tensor, x: torch.Tensor, index: int) -> torch.Tensor:
         return self.blocks[index](bank, task_features, x)
