@@ -208,7 +208,7 @@ class InferenceVFN(nn.Module):
     receptive_radius = VFN.receptive_radius  # reads only the config
 
     def stretched(self, fused: torch.Tensor) -> torch.Tensor:
-        return stretch_range(fused, self.config.stretch_clip)
+        return stretch_range(fused, self.config.stretch_clip, select=True)
 
     def encode(self, ir: torch.Tensor, vis_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.ir_encoder(ir), self.vis_encoder(vis_y)

@@ -215,21 +215,26 @@ class VFN(nn.Module):
         return 9 + 8 * self.config.blocks
 
 
-def stretch_range(y: torch.Tensor, clip: float = 0.0, eps: float = 1e-6) -> torch.Tensor:
+def stretch_range(y: torch.Tensor, clip: float = 0.0, eps: float = 1e-6, select: bool = False) -> torch.Tensor:
     """A per-image linear contrast stretch of (B, C, H, W) images to the full range [0, 1].
 
     With ``clip`` = 0 each image's darkest value becomes 0 and its brightest 1, as CDDFuse does to
     its output; with ``clip`` = c the values at the c and 1 - c quantiles do, and the at most c of
     the pixels beyond each end saturate, so that a few outliers cannot cancel the stretch. A flat
     image stays as it is. The quantile index is computed from tensors, so exported graphs keep it
-    right for every image size.
+    right for every image size. ``select`` finds the same two quantiles by selection (linear time)
+    instead of sorting every pixel, for eager inference, where graphs need not be exported.
     """
     flat = y.flatten(1)
     if clip > 0:
-        ordered = flat.sort(dim=1).values
         last = torch.ones_like(flat[:1]).sum(dim=1, keepdim=True) - 1  # n - 1, as a tensor
         low = (last * clip).floor().long().expand(flat.shape[0], 1)
-        lo, hi = ordered.gather(1, low), ordered.gather(1, last.long().expand(flat.shape[0], 1) - low)
+        if select:
+            k, n = int(low[0, 0]), flat.shape[1]
+            lo, hi = flat.kthvalue(k + 1, dim=1, keepdim=True).values, flat.kthvalue(n - k, dim=1, keepdim=True).values
+        else:
+            ordered = flat.sort(dim=1).values
+            lo, hi = ordered.gather(1, low), ordered.gather(1, last.long().expand(flat.shape[0], 1) - low)
     else:
         lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
     lo, span = lo.view(-1, 1, 1, 1), (hi - lo).view(-1, 1, 1, 1)
