@@ -48,7 +48,7 @@ def fill_border_(buf: torch.Tensor, mode: str) -> torch.Tensor:
     return buf
 
 
-def sobel_magnitude(p: torch.Tensor) -> torch.Tensor:
+def padded_gradient_magnitude(p: torch.Tensor) -> torch.Tensor:
     """:func:`~cldyn_cli.models.vfn.spatial_gradient_magnitude` of a map given replicate-padded by one.
 
     Sobel x is [1, 2, 1] down the rows of the horizontal central difference (and y likewise), so it
@@ -145,7 +145,7 @@ class FastFusion(nn.Module):
             self.spatial.bias.copy_(last_avg.bias + last_max.bias)
 
     def gradients(self, f_ir: torch.Tensor, f_vis: torch.Tensor) -> torch.Tensor:
-        return sobel_magnitude(self._couple(f_ir, f_vis))
+        return padded_gradient_magnitude(self._couple(f_ir, f_vis))
 
     channel_attention = GradientAttentionFusion.channel_attention
 
@@ -160,7 +160,7 @@ class FastFusion(nn.Module):
                 channel_attention: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The attention-weighted features, reflect-padded by one pixel for the decoder's first convolution."""
         couple = self._couple(f_ir, f_vis)
-        g = sobel_magnitude(couple)
+        g = padded_gradient_magnitude(couple)
         if channel_attention is None:
             channel_attention = self.channel_attention(g.mean(dim=(2, 3)), channel_max(g))
         avg, avg_inner = padded_buffer(g, g.shape[1])
