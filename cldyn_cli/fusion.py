@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from cldyn_cli.colour import luminance, recombine
 from cldyn_cli.models.inference import channel_max, inference_vfn
-from cldyn_cli.models.vfn import VFN
+from cldyn_cli.models.vfn import VFN, apply_stretch, stretch_bounds
 from cldyn_cli.runtime import reuse_freed_memory
 
 if TYPE_CHECKING:
@@ -92,8 +92,11 @@ class Fuser:
         else:
             out = self._tiled(ir_p, vis_p, tile)
         out = out[..., :height, :width].float().cpu()
-        # Stretched here, over the whole image, so that tiles and padding cannot change it.
-        return self.model.stretched(out) if self.model.config.stretch else out
+        if self.model.config.stretch:  # here, over the whole image, so that tiles and padding cannot change it
+            lo, span = stretch_bounds(out, self.model.config.stretch_clip, select=True)
+            for rows in row_bands(height):  # in place, without full-size temporaries
+                out[..., rows, :] = apply_stretch(out[..., rows, :], lo, span)
+        return out
 
     def _tiled(self, ir: torch.Tensor, vis_y: torch.Tensor, tile: int) -> torch.Tensor:
         model = self.model

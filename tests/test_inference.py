@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from cldyn_cli.colour import luminance, recombine
 from cldyn_cli.fusion import BAND_ROWS, Fuser, fuse_images, to_array, to_tensor
 from cldyn_cli.models.inference import channel_max, fill_border_, inference_vfn, padded_buffer, padded_gradient_magnitude
-from cldyn_cli.models.vfn import VFN, VFNConfig, spatial_gradient_magnitude, stretch_range
+from cldyn_cli.models.vfn import (VFN, VFNConfig, apply_stretch, spatial_gradient_magnitude, stretch_bounds,
+                                  stretch_range)
 from cldyn_cli.runtime import reuse_freed_memory
 
 
@@ -88,7 +89,10 @@ def test_channel_max_equals_amax(h: int, w: int) -> None:
 def test_quantiles_by_selection_equal_the_sorted_ones() -> None:
     y = torch.rand(3, 1, 37, 29)
     for clip in (0.0, 0.001, 0.05, 0.3):
-        assert torch.equal(stretch_range(y, clip, select=True), stretch_range(y, clip))
+        sorted_lo, sorted_span = stretch_bounds(y, clip)
+        lo, span = stretch_bounds(y, clip, select=True)
+        assert torch.equal(lo, sorted_lo) and torch.equal(span, sorted_span)
+        assert torch.equal(apply_stretch(y, lo, span), stretch_range(y, clip))
 
 
 def test_colour_in_bands_equals_whole_image_colour() -> None:
@@ -107,3 +111,16 @@ def test_freed_memory_reuse_is_set_where_the_c_library_is_glibc() -> None:
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert reuse_freed_memory() is expected
     assert reuse_freed_memory() is expected  # once per process; asking again is harmless
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the inference form's GPU path")
+@pytest.mark.parametrize("tile", [None, 32])
+def test_fusion_on_the_gpu_equals_the_plain_network_on_the_cpu(tile, monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # TF32 convolutions round to 1e-3
+    model = trained_like(VFNConfig(blocks=2, residual=True, stretch=True, stretch_clip=0.01))
+    ir, vis = torch.rand(1, 1, 71, 95), torch.rand(1, 1, 71, 95)
+    with torch.no_grad():
+        expected = model(ir, vis)
+    got = Fuser(model, torch.device("cuda"), tile=tile).fuse_y(ir, vis)
+    assert got.device.type == "cpu"
+    assert torch.allclose(got, expected, atol=1e-5)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cldyn_cli.models.vfn import (SLOPE, VFN, ConvBlock, GradientAttentionFusion, avg_pool3, fold_batchnorm,
-                                  max_pool3, stretch_range)
+                                  max_pool3)
 
 
 def padded_buffer(like: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,23 +158,35 @@ class FastFusion(nn.Module):
 
     def forward(self, f_ir: torch.Tensor, f_vis: torch.Tensor,
                 channel_attention: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The attention-weighted features, reflect-padded by one pixel for the decoder's first convolution."""
+        """The attention-weighted features, reflect-padded by one pixel for the decoder's first convolution.
+
+        Each step is a method of its own so that its intermediate maps are freed when it returns
+        (on a 512-pixel tile the 64-channel hidden map alone is 80 MB).
+        """
         couple = self._couple(f_ir, f_vis)
-        g = padded_gradient_magnitude(couple)
-        if channel_attention is None:
-            channel_attention = self.channel_attention(g.mean(dim=(2, 3)), channel_max(g))
-        avg, avg_inner = padded_buffer(g, g.shape[1])
-        mx, mx_inner = padded_buffer(g, g.shape[1])
-        avg_pool3(g, out=avg_inner)
-        max_pool3(g, out=mx_inner)
-        hidden, parts = padded_buffer(g, 2 * self.hidden_avg.out_channels)
-        half = self.hidden_avg.out_channels
-        torch.clamp(_conv(self.hidden_avg, fill_border_(avg, "reflect"), padded=True), min=0.0, out=parts[:, :half])
-        torch.clamp(_conv(self.hidden_max, fill_border_(mx, "reflect"), padded=True), min=0.0, out=parts[:, half:])
-        attention = _conv(self.spatial, fill_border_(hidden, "reflect"), padded=True).mul_(channel_attention).sigmoid_()
-        out, out_inner = padded_buffer(g, g.shape[1])
+        attention = self._attention(padded_gradient_magnitude(couple), channel_attention)
+        out, out_inner = padded_buffer(attention, attention.shape[1])
         torch.mul(attention, couple[..., 1:-1, 1:-1], out=out_inner)
         return fill_border_(out, "reflect")
+
+    def _attention(self, g: torch.Tensor, channel_attention: Optional[torch.Tensor]) -> torch.Tensor:
+        """sigmoid(channel attention x spatial attention) from the gradient map ``g``."""
+        if channel_attention is None:
+            channel_attention = self.channel_attention(g.mean(dim=(2, 3)), channel_max(g))
+        return _conv(self.spatial, self._hidden(g), padded=True).mul_(channel_attention).sigmoid_()
+
+    def _hidden(self, g: torch.Tensor) -> torch.Tensor:
+        """Both attention branches' hidden maps, side by side and reflect-padded for the merged convolution."""
+        avg, avg_inner = padded_buffer(g, g.shape[1])
+        avg_pool3(g, out=avg_inner)
+        mx, mx_inner = padded_buffer(g, g.shape[1])
+        max_pool3(g, out=mx_inner)
+        half = self.hidden_avg.out_channels
+        hidden, parts = padded_buffer(g, 2 * half)
+        torch.clamp(_conv(self.hidden_avg, fill_border_(avg, "reflect"), padded=True), min=0.0, out=parts[:, :half])
+        del avg
+        torch.clamp(_conv(self.hidden_max, fill_border_(mx, "reflect"), padded=True), min=0.0, out=parts[:, half:])
+        return fill_border_(hidden, "reflect")
 
 
 class FastDecoder(nn.Module):
@@ -206,9 +218,6 @@ class InferenceVFN(nn.Module):
         self.decoder = FastDecoder(folded.decoder.reduce, folded.decoder.blocks, folded.decoder.head)
 
     receptive_radius = VFN.receptive_radius  # reads only the config
-
-    def stretched(self, fused: torch.Tensor) -> torch.Tensor:
-        return stretch_range(fused, self.config.stretch_clip, select=True)
 
     def encode(self, ir: torch.Tensor, vis_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.ir_encoder(ir), self.vis_encoder(vis_y)

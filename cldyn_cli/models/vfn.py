@@ -215,15 +215,23 @@ class VFN(nn.Module):
         return 9 + 8 * self.config.blocks
 
 
-def stretch_range(y: torch.Tensor, clip: float = 0.0, eps: float = 1e-6, select: bool = False) -> torch.Tensor:
+def stretch_range(y: torch.Tensor, clip: float = 0.0, eps: float = 1e-6) -> torch.Tensor:
     """A per-image linear contrast stretch of (B, C, H, W) images to the full range [0, 1].
 
     With ``clip`` = 0 each image's darkest value becomes 0 and its brightest 1, as CDDFuse does to
     its output; with ``clip`` = c the values at the c and 1 - c quantiles do, and the at most c of
     the pixels beyond each end saturate, so that a few outliers cannot cancel the stretch. A flat
-    image stays as it is. The quantile index is computed from tensors, so exported graphs keep it
-    right for every image size. ``select`` finds the same two quantiles by selection (linear time)
-    instead of sorting every pixel, for eager inference, where graphs need not be exported.
+    image stays as it is.
+    """
+    return apply_stretch(y, *stretch_bounds(y, clip), eps)
+
+
+def stretch_bounds(y: torch.Tensor, clip: float = 0.0, select: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low end, span) of :func:`stretch_range` per image, each (B, 1, 1, 1).
+
+    The quantile index is computed from tensors, so exported graphs keep it right for every image
+    size. ``select`` finds the same two quantiles by selection (linear time) instead of sorting
+    every pixel, for eager inference, where graphs need not be exported.
     """
     flat = y.flatten(1)
     if clip > 0:
@@ -237,7 +245,14 @@ def stretch_range(y: torch.Tensor, clip: float = 0.0, eps: float = 1e-6, select:
             lo, hi = ordered.gather(1, low), ordered.gather(1, last.long().expand(flat.shape[0], 1) - low)
     else:
         lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
-    lo, span = lo.view(-1, 1, 1, 1), (hi - lo).view(-1, 1, 1, 1)
+    return lo.view(-1, 1, 1, 1), (hi - lo).view(-1, 1, 1, 1)
+
+
+def apply_stretch(y: torch.Tensor, lo: torch.Tensor, span: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``y`` mapped from [lo, lo + span] onto [0, 1] and clamped; images with a span under ``eps`` stay.
+
+    Per pixel, so it may run on any part of the images (fusion stretches large images band by band).
+    """
     flat_image = span < eps
     stretched = (y - lo) / torch.where(flat_image, torch.ones_like(span), span)
     return torch.where(flat_image, y, stretched.clamp(0.0, 1.0))
