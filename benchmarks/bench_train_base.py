@@ -6,7 +6,8 @@ Adam; ``cldyn_cli.training.base.optimise_step``) on a batch of random crops, and
 FLOPs are counted with ``torch.utils.flop_counter`` over the whole step (forward and backward).
 
 Usage: python benchmarks/bench_train_base.py [--batch 16] [--crop 256] [--blocks 4] [--residual]
-                                             [--device cpu|cuda] [--repeats 3] [--system-malloc]
+                                             [--device cpu|cuda] [--repeats 3] [--profile ROWS]
+                                             [--system-malloc]
 Read "% of conv" as in profile_fuse.py: the step's FLOP/s as a share of the convolution's.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from reference import Clock, count_flops, gflops, reference_conv
 
@@ -32,6 +34,8 @@ def main() -> None:
     parser.add_argument("--residual", action="store_true")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", type=int, metavar="ROWS", default=0,
+                        help="then print torch.profiler's table of one step, this many operators")
     parser.add_argument("--system-malloc", action="store_true",
                         help="keep glibc's default malloc settings (as train-base did before it reused freed memory)")
     args = parser.parse_args()
@@ -63,6 +67,12 @@ def main() -> None:
         cpu = gflops(work, clock.cpu[name]) / gflops(conv_flops, clock.cpu["conv"])
         print(f"{name:16} {clock.wall[name]:8.3f} {gflops(work, clock.wall[name]):8.1f} {100 * wall:6.1f}% "
               f"{clock.cpu[name]:8.3f} {100 * cpu:6.1f}%")
+    if args.profile:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            step()
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=sort, row_limit=args.profile))
 
 
 if __name__ == "__main__":

@@ -164,12 +164,12 @@ def fuse_images(fuser: Fuser, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     """
     vis_t = to_tensor(vis)
     height = vis.shape[0]
+    out = np.empty(vis.shape, np.float32)  # before fusing: freed tiles then cannot fragment the heap under it
     vis_y = torch.empty(1, 1, *vis.shape[:2])
     for rows in row_bands(height):
         vis_y[..., rows, :] = luminance(vis_t[..., rows, :])
     fused_y = fuser.fuse_y(to_tensor(ir), vis_y)
     del vis_y
-    out = np.empty(vis.shape, np.float32)
     for rows in row_bands(height):
         out[rows] = to_array(recombine(fused_y[..., rows, :], vis_t[..., rows, :]))
     return out
