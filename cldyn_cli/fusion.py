@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from cldyn_cli.tasks import TaskBackend
 
 AUTO_TILE_PIXELS = 2048 * 2048  # above this many pixels, fuse tile by tile
-DEFAULT_TILE = 512  # smaller tiles reuse memory better on CPU (measured: 2048x1536 at 13.5 s/MP vs 19.7)
+# Smaller tiles use less memory and cache better but recompute more margin (the receptive radius on
+# every side). Measured on a 4000x3000 pair: 384 as fast as 512 and 1.39 GB peak instead of 1.53.
+DEFAULT_TILE = 384
 BAND_ROWS = 256  # colour conversion of whole images runs in bands of this many rows
 MIN_SIDE = 8  # reflect padding needs a few pixels; smaller images are padded and cropped back
 
@@ -164,12 +166,12 @@ def fuse_images(fuser: Fuser, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     """
     vis_t = to_tensor(vis)
     height = vis.shape[0]
-    out = np.empty(vis.shape, np.float32)  # before fusing: freed tiles then cannot fragment the heap under it
     vis_y = torch.empty(1, 1, *vis.shape[:2])
     for rows in row_bands(height):
         vis_y[..., rows, :] = luminance(vis_t[..., rows, :])
     fused_y = fuser.fuse_y(to_tensor(ir), vis_y)
     del vis_y
+    out = np.empty(vis.shape, np.float32)  # after fusing, so that it can reuse the tiles' freed memory
     for rows in row_bands(height):
         out[rows] = to_array(recombine(fused_y[..., rows, :], vis_t[..., rows, :]))
     return out

@@ -1,17 +1,18 @@
 """A faster inference form of a trained VFN: same weights, same output (to float rounding), less work.
 
 The trained :class:`~cldyn_cli.models.vfn.VFN` stays as it is (training, checkpoints, hooks and
-export use it); :func:`inference_vfn` derives from it a module restructured for CPU inference,
-as measured by ``benchmarks/profile_fuse.py`` on a 640x480 pair:
+export use it); :func:`inference_vfn` derives from it a module restructured for inference, each
+change measured with ``benchmarks/profile_fuse.py`` on a 640x480 pair (benchmarks/README.md):
 
 - BatchNorm is folded into the convolutions (:func:`fold_batchnorm`);
-- the gradient magnitude of the features is computed with shifted differences on the channels-last
-  maps instead of a per-channel 1-channel convolution (which needed a layout copy and ran near
-  1 GFLOP/s: it took 40% of the time);
-- FRB1's two spatial-attention branches end in one 64->16 convolution over both hidden maps, since
-  a sum of two convolutions is one convolution over the concatenated inputs;
-- activations, the attention product and the output mapping run in place, on buffers nothing
-  else reads, which saves allocating and writing a full-size map per operation.
+- the gradient magnitude of the features is shifted differences on the channels-last maps, not a
+  1-channel convolution per channel after a layout copy (near 1 GFLOP/s: 40% of the time);
+- FRB1's two spatial-attention branches end in one 64->16 convolution over both hidden maps (a
+  sum of two convolutions is one convolution over the concatenated inputs);
+- maps about to be convolved with reflect padding are written into padded buffers, activations
+  and the output mapping run in place: fewer full-size copies and allocations;
+- the channel maximum halves the map with ``torch.maximum`` and the 1x1 squeezes call oneDNN
+  directly: both replace kernels that ran far below their peers on channels-last maps.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ class FastFusion(nn.Module):
         half = self.hidden_avg.out_channels
         hidden, parts = padded_buffer(g, 2 * half)
         torch.clamp(_conv(self.hidden_avg, fill_border_(avg, "reflect"), padded=True), min=0.0, out=parts[:, :half])
-        del avg
+        del avg  # before the second branch's convolution allocates its output
         torch.clamp(_conv(self.hidden_max, fill_border_(mx, "reflect"), padded=True), min=0.0, out=parts[:, half:])
         return fill_border_(hidden, "reflect")
 
