@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 from reference import Clock, count_flops, gflops, reference_conv
 
 from cldyn_cli.models.vfn import VFN, VFNConfig, batchnorm_shadowed_biases
-from cldyn_cli.runtime import reuse_freed_memory
+from cldyn_cli.runtime import TRAINING_BLOCKS, reuse_freed_memory
 from cldyn_cli.training.base import TrainBaseConfig, optimise_step
 
 
@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu" and not args.system_malloc:
-        reuse_freed_memory()  # as train-base does
+        reuse_freed_memory(TRAINING_BLOCKS)  # as train-base does
 
     config = TrainBaseConfig(crop=args.crop, batch_size=args.batch, blocks=args.blocks, residual=args.residual)
     torch.manual_seed(0)

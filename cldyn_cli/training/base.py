@@ -25,7 +25,7 @@ from cldyn_cli.errors import UserError
 from cldyn_cli.fusion import to_tensor
 from cldyn_cli.losses import GRADIENT_WEIGHT, INTENSITY_WEIGHT, fusion_loss
 from cldyn_cli.models.vfn import VFN, VFNConfig, batchnorm_shadowed_biases
-from cldyn_cli.runtime import reuse_freed_memory
+from cldyn_cli.runtime import TRAINING_BLOCKS, reuse_freed_memory
 from cldyn_cli.training.distributed import SINGLE, Ranks, check_batches, data_parallel
 from cldyn_cli.training.state import TrainState
 
@@ -174,7 +174,7 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
     check_batches([len(pairs)], config.batch_size, ranks)
     store = PairStore(pairs)
     if device.type == "cpu":
-        reuse_freed_memory()
+        reuse_freed_memory(TRAINING_BLOCKS)
     torch.manual_seed(config.seed)
     # Channels-last runs the narrow (8-32 channel) convolutions faster on CPU, in training too.
     model = VFN(VFNConfig(blocks=config.blocks, stretch=config.stretch,
