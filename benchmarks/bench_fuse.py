@@ -43,8 +43,9 @@ def run_one(width: int, height: int, device: str, tile: int | None, repeats: int
         times.append(time.perf_counter() - start)
     best = min(times)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
     return {"size": f"{width}x{height}", "seconds": best, "s_per_mp": best / (width * height / 1e6),
-            "peak_rss_mb": peak_mb, "tiled": fuser._tile_for(height, width)}
+            "peak_rss_mb": peak_mb, "peak_gpu_mb": gpu_mb, "tiled": fuser._tile_for(height, width)}
 
 
 def run_compensated(width: int, height: int, device: str, repeats: int, strides: list[int]) -> dict:
@@ -133,13 +134,15 @@ def main() -> None:
         w, h = map(int, args.one.split("x"))
         print(json.dumps(run_one(w, h, args.device, args.tile, args.repeats)))
         return
-    print(f"{'size':>10} {'tiled':>6} {'seconds':>8} {'s/MP':>7} {'peak RSS MB':>12}")
+    print(f"{'size':>10} {'tiled':>6} {'seconds':>8} {'s/MP':>7} {'peak RSS MB':>12} {'peak GPU MB':>12}")
     for size in args.sizes.split(","):
         cmd = [sys.executable, __file__, "--one", size, "--device", args.device, "--repeats", str(args.repeats)]
         if args.tile:
             cmd += ["--tile", str(args.tile)]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        print(f"{r['size']:>10} {str(r['tiled']):>6} {r['seconds']:8.2f} {r['s_per_mp']:7.2f} {r['peak_rss_mb']:12.0f}")
+        gpu = "-" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}"
+        print(f"{r['size']:>10} {str(r['tiled']):>6} {r['seconds']:8.2f} {r['s_per_mp']:7.2f} {r['peak_rss_mb']:12.0f} "
+              f"{gpu:>12}")
 
 
 if __name__ == "__main__":

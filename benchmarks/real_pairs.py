@@ -9,7 +9,7 @@ test sets are added as a cited row. Fusion time per image is the network call al
 Usage:
   python benchmarks/real_pairs.py --set TNO=test_img/TNO/ir,test_img/TNO/vi \
       --set RoadScene=test_img/RoadScene/ir,test_img/RoadScene/vi [--base other.safetensors ...] \
-      [--work build/real-pairs] [--output table.md] [--threads 2]
+      [--work build/real-pairs] [--output table.md] [--threads 2] [--device cpu|cuda]
 
 The benchmark images are not part of cldyn: CDDFuse's repository publishes both test sets
 (``test_img/TNO``, ``test_img/RoadScene``).
@@ -76,7 +76,7 @@ def score(ir: Path, vis: Path, fused: Path, json_path: Path) -> dict[str, float]
     return json.loads(json_path.read_text())["mean"]
 
 
-def methods(bases: list[Path]) -> list[tuple[str, Callable, bool]]:
+def methods(bases: list[Path], device: torch.device) -> list[tuple[str, Callable, bool]]:
     """(name, fuse_y, is_network) for the shipped model, each --base, and the two baselines.
 
     A network whose output is stretched also appears unstretched, to show what the stretch adds.
@@ -84,9 +84,9 @@ def methods(bases: list[Path]) -> list[tuple[str, Callable, bool]]:
     out = []
     for label, path in [("cldyn default", None)] + [(p.stem, p) for p in bases]:
         model = load_vfn(path)[0]
-        out.append((label, Fuser(model, torch.device("cpu")).fuse_y, True))
+        out.append((label, Fuser(model, device).fuse_y, True))
         if model.config.stretch:
-            out.append((f"{label}, --no-stretch", Fuser(with_stretch(model, False), torch.device("cpu")).fuse_y, True))
+            out.append((f"{label}, --no-stretch", Fuser(with_stretch(model, False), device).fuse_y, True))
     out.append(("average (IR+Y)/2", lambda ir, y: (ir + y) / 2, False))
     out.append(("pixel-wise max", torch.maximum, False))
     return out
@@ -121,9 +121,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("build/real-pairs"), help="fused images and eval JSON")
     parser.add_argument("--output", type=Path, help="write the Markdown table here too")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for fusion")
+    parser.add_argument("--device", default="cpu", help="where the networks run (cpu, cuda, cuda:N)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    fusers = methods(args.base)
+    fusers = methods(args.base, torch.device(args.device))
     rows = []
     for set_name, ir_dir, vis_dir in args.sets:
         pairs = find_pairs(ir_dir, vis_dir)

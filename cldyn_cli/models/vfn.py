@@ -94,23 +94,27 @@ def spatial_gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
     return grads.abs().sum(dim=1).reshape(b, c, h, w)
 
 
-def _shifted3(x: torch.Tensor, pad_value: float, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-              ) -> torch.Tensor:
-    """Reduce each pixel's 3x3 neighbourhood separably (rows, then columns) with constant padding."""
+def _shifted3(x: torch.Tensor, pad_value: float, reduce: Callable[..., torch.Tensor],
+              out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Reduce each pixel's 3x3 neighbourhood separably (rows, then columns) with constant padding.
+
+    ``reduce(a, b, out=...)`` is an elementwise torch function; the result goes to ``out`` when
+    given (inference writes it straight into the interior of a padded buffer).
+    """
     h, w = x.shape[-2:]
     p = F.pad(x, (1, 1, 1, 1), value=pad_value)
     rows = reduce(reduce(p[..., :, 0:w], p[..., :, 1:w + 1]), p[..., :, 2:w + 2])
-    return reduce(reduce(rows[..., 0:h, :], rows[..., 1:h + 1, :]), rows[..., 2:h + 2, :])
+    return reduce(reduce(rows[..., 0:h, :], rows[..., 1:h + 1, :]), rows[..., 2:h + 2, :], out=out)
 
 
-def max_pool3(x: torch.Tensor) -> torch.Tensor:
+def max_pool3(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``F.max_pool2d(x, 3, stride=1, padding=1)``, computed separably (several times faster on CPU)."""
-    return _shifted3(x, float("-inf"), torch.maximum)
+    return _shifted3(x, float("-inf"), torch.maximum, out)
 
 
-def avg_pool3(x: torch.Tensor) -> torch.Tensor:
+def avg_pool3(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``F.avg_pool2d(x, 3, stride=1, padding=1)`` (zeros counted, divisor 9), computed separably."""
-    return _shifted3(x, 0.0, torch.add) / 9.0
+    return _shifted3(x, 0.0, torch.add, out).div_(9.0)
 
 
 class GradientAttentionFusion(nn.Module):
@@ -217,18 +221,38 @@ def stretch_range(y: torch.Tensor, clip: float = 0.0, eps: float = 1e-6) -> torc
     With ``clip`` = 0 each image's darkest value becomes 0 and its brightest 1, as CDDFuse does to
     its output; with ``clip`` = c the values at the c and 1 - c quantiles do, and the at most c of
     the pixels beyond each end saturate, so that a few outliers cannot cancel the stretch. A flat
-    image stays as it is. The quantile index is computed from tensors, so exported graphs keep it
-    right for every image size.
+    image stays as it is.
+    """
+    return apply_stretch(y, *stretch_bounds(y, clip), eps)
+
+
+def stretch_bounds(y: torch.Tensor, clip: float = 0.0, select: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low end, span) of :func:`stretch_range` per image, each (B, 1, 1, 1).
+
+    The quantile index is computed from tensors, so exported graphs keep it right for every image
+    size. ``select`` finds the same two quantiles by selection (linear time) instead of sorting
+    every pixel, for eager inference, where graphs need not be exported.
     """
     flat = y.flatten(1)
     if clip > 0:
-        ordered = flat.sort(dim=1).values
         last = torch.ones_like(flat[:1]).sum(dim=1, keepdim=True) - 1  # n - 1, as a tensor
         low = (last * clip).floor().long().expand(flat.shape[0], 1)
-        lo, hi = ordered.gather(1, low), ordered.gather(1, last.long().expand(flat.shape[0], 1) - low)
+        if select:
+            k, n = int(low[0, 0]), flat.shape[1]
+            lo, hi = flat.kthvalue(k + 1, dim=1, keepdim=True).values, flat.kthvalue(n - k, dim=1, keepdim=True).values
+        else:
+            ordered = flat.sort(dim=1).values
+            lo, hi = ordered.gather(1, low), ordered.gather(1, last.long().expand(flat.shape[0], 1) - low)
     else:
         lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
-    lo, span = lo.view(-1, 1, 1, 1), (hi - lo).view(-1, 1, 1, 1)
+    return lo.view(-1, 1, 1, 1), (hi - lo).view(-1, 1, 1, 1)
+
+
+def apply_stretch(y: torch.Tensor, lo: torch.Tensor, span: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``y`` mapped from [lo, lo + span] onto [0, 1] and clamped; images with a span under ``eps`` stay.
+
+    Per pixel, so it may run on any part of the images (fusion stretches large images band by band).
+    """
     flat_image = span < eps
     stretched = (y - lo) / torch.where(flat_image, torch.ones_like(span), span)
     return torch.where(flat_image, y, stretched.clamp(0.0, 1.0))

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
 from cldyn_cli.checkpoint import TRAIN_STATE_FORMAT, existing_train_state, train_state_path
 from cldyn_cli.colour import luminance
@@ -24,6 +25,7 @@ from cldyn_cli.errors import UserError
 from cldyn_cli.fusion import to_tensor
 from cldyn_cli.losses import GRADIENT_WEIGHT, INTENSITY_WEIGHT, fusion_loss
 from cldyn_cli.models.vfn import VFN, VFNConfig, batchnorm_shadowed_biases
+from cldyn_cli.runtime import TRAINING_BLOCKS, reuse_freed_memory
 from cldyn_cli.training.distributed import SINGLE, Ranks, check_batches, data_parallel
 from cldyn_cli.training.state import TrainState
 
@@ -134,6 +136,27 @@ def usable_crop(pairs: list[Pair], crop: int) -> int:
     return min(crop, height, width)
 
 
+def optimise_step(model: nn.Module, opt: torch.optim.Optimizer, shadowed: list[nn.Parameter], batch: torch.Tensor,
+                  config: TrainBaseConfig, lr: float,
+                  mean: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss) -> torch.Tensor:
+    """One Adam step on a (B, 2, H, W) batch of (IR, visible Y) crops; returns the loss.
+
+    ``mean`` turns this process's loss into the global batch's (under torchrun); ``shadowed`` are
+    the biases whose gradient is zero in exact arithmetic (:func:`batchnorm_shadowed_biases`).
+    """
+    ir, vis_y = batch[:, 0:1], batch[:, 1:2]
+    fused = model(ir, vis_y, stretch=False)
+    loss = mean(fusion_loss(fused, ir, vis_y, config.intensity_weight, config.gradient_weight))
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for bias in shadowed:  # zero in exact arithmetic; left as float noise, runs would differ by summation order
+        bias.grad.zero_()
+    opt.step()
+    return loss
+
+
 def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device: torch.device,
                resume: bool = False, on_step: Optional[StepCallback] = None, ranks: Ranks = SINGLE,
                on_checkpoint: Optional[Callable[[int], None]] = None) -> VFN:
@@ -150,6 +173,8 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
         raise UserError(f"lr_schedule {config.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
     check_batches([len(pairs)], config.batch_size, ranks)
     store = PairStore(pairs)
+    if device.type == "cpu":
+        reuse_freed_memory(TRAINING_BLOCKS)
     torch.manual_seed(config.seed)
     # Channels-last runs the narrow (8-32 channel) convolutions faster on CPU, in training too.
     model = VFN(VFNConfig(blocks=config.blocks, stretch=config.stretch,
@@ -169,16 +194,8 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
         crops = [augmented_crop(*store.get(i), config.crop, draw)
                  for i, draw in zip(indices[shard.start:shard.stop], draws[shard.start:shard.stop])]
         batch = torch.stack(crops).to(device).contiguous(memory_format=torch.channels_last)
-        ir, vis_y = batch[:, 0:1], batch[:, 1:2]
-        fused = parallel(ir, vis_y, stretch=False)
-        loss = ranks.batch_mean(fusion_loss(fused, ir, vis_y, config.intensity_weight, config.gradient_weight), shard)
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(config, step, total)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for bias in shadowed:  # zero in exact arithmetic; left as float noise, runs would differ by summation order
-            bias.grad.zero_()
-        opt.step()
+        loss = optimise_step(parallel, opt, shadowed, batch, config, learning_rate(config, step, total),
+                             lambda batch_loss: ranks.batch_mean(batch_loss, shard))  # noqa: B023
         step += 1
         if on_step is not None:
             on_step(step, total, loss.item())
