@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -57,28 +58,28 @@ class Sizes:
     batch: int = 4  # compensation batch per step
 
 
-QUICK = {"det": Sizes(scenes=250, size="256x192", imgsz=192, epochs=20, steps=60),
+QUICK = {"det": Sizes(scenes=300, size="256x192", imgsz=192, epochs=20, steps=60),
          "seg": Sizes(scenes=120, size="128x96", imgsz=96, epochs=30, steps=60),
          "sod": Sizes(scenes=120, size="128x128", imgsz=96, epochs=30, steps=60)}
 FULL = {"det": Sizes(scenes=1000, size="320x256", imgsz=256, epochs=60, steps=400),
         "seg": Sizes(scenes=500, size="256x192", imgsz=192, epochs=100, steps=300),
         "sod": Sizes(scenes=500, size="256x256", imgsz=192, epochs=100, steps=300)}
 # Easier detection scenes than the natural street mix: two classes, no tiny objects.
-DET_SCENES = ("--classes", "People,Car", "--min-object-height", "0.15")
+DET_SCENES = ("--classes", "People,Car", "--min-object-height", "0.2")
 
 
 class Runner:
     """Runs `cldyn` commands in subprocesses, logging each to a file; a failure raises with its tail."""
 
-    def __init__(self, work: Path, threads: int) -> None:
-        self.work = work
+    def __init__(self, logs: Path, yolo_dir: Path, threads: int) -> None:
+        self.logs = logs
         self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "YOLO_OFFLINE": "1",
-                    "CLDYN_YOLO_DIR": str(work / "ultralytics")}
+                    "CLDYN_YOLO_DIR": str(yolo_dir)}
         self.count = 0
 
     def cldyn(self, *args: Any, name: str) -> None:
         self.count += 1
-        log = self.work / "logs" / f"{self.count:03d}-{name}.log"
+        log = self.logs / f"{self.count:03d}-{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "cldyn_cli", *map(str, args)]
         with log.open("w") as out:
@@ -90,21 +91,17 @@ class Runner:
             raise RuntimeError(f"`cldyn {args[0]}` failed ({log}):\n  " + "\n  ".join(tail))
 
     def task_scores(self, task: str, data: Path, split: str, weights: Path, folders: list[Path],
-                    name: str) -> dict[str, dict[str, float]]:
-        """{folder name: {metric: value}} from `cldyn eval --task`."""
-        out = self.work / "eval" / f"{name}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
+                    out: Path) -> dict[str, dict[str, float]]:
+        """{folder name: {metric: value}} from `cldyn eval --task` (its JSON written to ``out``)."""
         self.cldyn("eval", "--task", task, "--data", data, "--split", split, *folders, "--task-weights", weights,
-                   "--batch-size", 8, "--device", "cpu", "--json", out, "--quiet", name=f"eval-{name}")
+                   "--batch-size", 8, "--device", "cpu", "--json", out, "--quiet", name=f"eval-{out.stem}")
         methods = json.loads(out.read_text())["methods"]
         return {label: entry["metrics"] for label, entry in methods.items()}
 
-    def fusion_scores(self, ir: Path, vis: Path, folders: list[Path], name: str) -> dict[str, dict[str, float]]:
-        """{folder name: {metric: mean}} from `cldyn eval` (fusion metrics)."""
-        out = self.work / "eval" / f"{name}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
+    def fusion_scores(self, ir: Path, vis: Path, folders: list[Path], out: Path) -> dict[str, dict[str, float]]:
+        """{folder name: {metric: mean}} from `cldyn eval` (fusion metrics; its JSON written to ``out``)."""
         self.cldyn("eval", ir, vis, *folders, "--metrics", FUSION_METRICS, "--json", out, "--quiet",
-                   name=f"fusion-{name}")
+                   name=out.stem)
         doc = json.loads(out.read_text())
         methods = doc["methods"] if "methods" in doc else {folders[0].name: doc}
         return {label: entry["mean"] for label, entry in methods.items()}
@@ -146,7 +143,14 @@ class Task:
         raise NotImplementedError
 
     def prepare(self, work: Path, seed: int) -> TaskData:
-        """Scenes, base fusion and the task networks for data seed ``seed``."""
+        """Scenes, base fusion and the task networks for data seed ``seed``; reused when ``work`` already
+        holds them for the same sizes (ablations share one set of scenes and networks)."""
+        record = work / "prepared.json"
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            if saved["sizes"] == asdict(self.sizes) and saved["cross_models"] == self.cross_models:
+                fields = {k: Path(v) if k not in ("split", "cross") else v for k, v in saved["data"].items()}
+                return TaskData(**{**fields, "cross": {k: Path(v) for k, v in saved["data"]["cross"].items()}})
         root = work / "scenes"
         self.run.cldyn("synth", root, "--n", self.sizes.scenes, "--size", self.sizes.size, "--seed", seed,
                        "--layout", self.layout, *self.scene_options(), "--quiet", name="synth")
@@ -165,7 +169,10 @@ class Task:
             except RuntimeError as exc:
                 print(f"[closed-loop] skipping cross network {model}: {exc}", file=sys.stderr)
         test_ir, test_vis = self.folders(root, self.splits[1])
-        return TaskData(root, test_ir, test_vis, self.splits[1], fused[self.splits[1]], weights, cross)
+        data = TaskData(root, test_ir, test_vis, self.splits[1], fused[self.splits[1]], weights, cross)
+        record.write_text(json.dumps({"sizes": asdict(self.sizes), "cross_models": self.cross_models,
+                                      "data": json.loads(json.dumps(asdict(data), default=str))}, indent=2))
+        return data
 
 
 class Det(Task):
@@ -187,11 +194,9 @@ class Det(Task):
 
         det = out.parent / "yolo-data"
         if not (det / "data.yaml").is_file():
-            (det / "images").mkdir(parents=True, exist_ok=True)
             for target, split in (("train", "train"), ("val", "test")):
-                link = det / "images" / target
-                if not link.exists():
-                    link.symlink_to(fused[split], target_is_directory=True)
+                # Hard links, not a symlinked folder: Ultralytics resolves links before it looks for labels/.
+                shutil.copytree(fused[split], det / "images" / target, dirs_exist_ok=True, copy_function=os.link)
                 shutil.copytree(root / "labels" / split, det / "labels" / target, dirs_exist_ok=True)
             (det / "data.yaml").write_text(yaml.safe_dump({"path": str(det), "train": "images/train",
                                                            "val": "images/val", "names": list(DET_CLASSES)}))
@@ -276,10 +281,11 @@ def run_seed(task: Task, data: TaskData, work: Path, seed: int, config: Path) ->
     run.cldyn("fuse", data.test_ir, data.test_vis, "-o", comp, "--task", task.plugin, "--rsc", rsc,
               "--task-weights", data.weights, "--device", "cpu", "--overwrite", "--quiet", name=f"fuse-comp-{seed}")
     folders = [data.base_test, comp]
-    own = run.task_scores(task.plugin, data.root, data.split, data.weights, folders, f"task-{seed}")
-    cross = {label: run.task_scores(task.plugin, data.root, data.split, weights, folders, f"{label}-{seed}")
+    own = run.task_scores(task.plugin, data.root, data.split, data.weights, folders, work / f"task-{seed}.json")
+    cross = {label: run.task_scores(task.plugin, data.root, data.split, weights, folders,
+                                    work / f"{label}-{seed}.json")
              for label, weights in data.cross.items()}
-    fusion = run.fusion_scores(data.test_ir, data.test_vis, folders, f"fusion-{seed}")
+    fusion = run.fusion_scores(data.test_ir, data.test_vis, folders, work / f"fusion-{seed}.json")
     pick = lambda scores: (scores[data.base_test.name], scores[comp.name])  # noqa: E731
     return {"task": pick(own), "cross": {k: pick(v) for k, v in cross.items()}, "fusion": pick(fusion)}
 
@@ -289,7 +295,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def collect(task: str, seeds: list[int], results: list[dict[str, Any]], useful: list[dict[str, Any]],
-            sizes: Sizes, args: argparse.Namespace, minutes: float) -> dict[str, Any]:
+            sizes: Sizes, args: argparse.Namespace, minutes: float, cpu_minutes: float) -> dict[str, Any]:
     """The JSON document: per-seed values of every metric for base and compensated, and their summaries."""
     metrics = TASK_METRICS[task]
 
@@ -309,11 +315,12 @@ def collect(task: str, seeds: list[int], results: list[dict[str, Any]], useful: 
             "fusion": fusion,
             "summary": {side: {m: summary(v) for m, v in own[side].items()} for side in ("base", "compensated")},
             "compensated_wins": wins, "task_network": useful, "sizes": asdict(sizes),
-            "vary": args.vary, "settings": args.set, "quick": args.quick, "minutes": round(minutes, 2)}
+            "vary": args.vary, "settings": args.set, "quick": args.quick, "minutes": round(minutes, 2),
+            "cpu_minutes": round(cpu_minutes, 2)}
 
 
 def print_table(doc: dict[str, Any]) -> None:
-    print(f"\n{doc['task']}: seeds {doc['seeds']}  ({doc['minutes']} min)")
+    print(f"\n{doc['task']}: seeds {doc['seeds']}  ({doc['minutes']} min wall, {doc['cpu_minutes']} min CPU)")
     rows = [("own", doc["base"], doc["compensated"])]
     rows += [(label, t["base"], t["compensated"]) for label, t in doc["cross"].items()]
     rows += [("fusion", doc["fusion"]["base"], doc["fusion"]["compensated"])]
@@ -342,6 +349,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         help="a `cldyn compensate` config setting, e.g. --set query=learned (repeatable)")
     parser.add_argument("--size", action="append", default=[], metavar="KEY=VALUE",
                         help="override a size (scenes, size, imgsz, epochs, steps, batch), e.g. --size steps=100")
+    parser.add_argument("--name", default="default",
+                        help="name of this variant: its compensations and scores go to WORK/runs/NAME, while "
+                             "scenes and task networks are shared by every variant of the same sizes")
     parser.add_argument("--threads", type=int, default=2, help="OMP threads of each command")
     args = parser.parse_args(argv)
     sizes = (QUICK if args.quick else FULL)[args.task]
@@ -352,12 +362,14 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     cross = args.cross if args.cross is not None else ("" if args.quick or args.task != "det"
                                                       else "yolo11n.yaml,rtdetr-l.yaml")
     work = (args.work or Path("build") / f"closed-loop-{args.task}").resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    runner = Runner(work, args.threads)
+    runs = work / "runs" / args.name
+    runs.mkdir(parents=True, exist_ok=True)
+    runner = Runner(runs / "logs", work / "ultralytics", args.threads)
     task = TASKS[args.task](runner, sizes, [m for m in cross.split(",") if m])
-    config = compensation_config(work / "compensate.yaml", args.set)
+    config = compensation_config(runs / "compensate.yaml", args.set)
     seeds = list(range(args.seeds))
     start = time.time()
+    cpu_start = sum(getattr(resource.getrusage(resource.RUSAGE_CHILDREN), k) for k in ("ru_utime", "ru_stime"))
     results, useful, data = [], [], None
     for seed in seeds:
         if data is None or args.vary == "all":
@@ -365,15 +377,17 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             data = task.prepare(data_work, seed)
             metric, threshold = USEFUL[args.task]
             score = runner.task_scores(task.plugin, data.root, data.split, data.weights, [data.base_test],
-                                       f"useful-{seed}")[data.base_test.name][metric]
+                                       data_work / "useful.json")[data.base_test.name][metric]
             useful.append({"seed": seed, metric: score, "threshold": threshold, "useful": score >= threshold})
             if score < threshold:
                 print(f"\n!!! WARNING: the {args.task} network reaches only {metric} {score:.4f} < {threshold} on the "
                       f"held-out base-fused scenes: base vs compensated differences mean little. Train it longer "
                       f"(--size epochs=...) or use more scenes.\n", file=sys.stderr)
-        results.append(run_seed(task, data, work, seed, config))
+        results.append(run_seed(task, data, runs, seed, config))
         print(f"[closed-loop] seed {seed} done after {(time.time() - start) / 60:.1f} min", file=sys.stderr)
-    doc = collect(args.task, seeds, results, useful, sizes, args, (time.time() - start) / 60)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU time says more than wall time on a shared machine
+    doc = collect(args.task, seeds, results, useful, sizes, args, (time.time() - start) / 60,
+                  (usage.ru_utime + usage.ru_stime - cpu_start) / 60)
     print_table(doc)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
