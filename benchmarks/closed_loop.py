@@ -42,7 +42,7 @@ import yaml
 FUSION_METRICS = "EN,SD,SF,AG,MI,VIF,Qabf,SSIM"
 USEFUL = {"det": ("mAP50", 0.5), "seg": ("mIoU", 0.3), "sod": ("maxF", 0.6)}
 # The task's own metrics to report, and whether higher is better.
-TASK_METRICS = {"det": {"mAP50": True, "mAP50-95": True}, "seg": {"mIoU": True, "aAcc": True},
+TASK_METRICS = {"det": {"mAP50": True, "mAP50-95": True}, "seg": {"mIoU": True, "pixel_acc": True},
                 "sod": {"maxF": True, "meanF": True, "Sm": True, "MAE": False}}
 
 
