@@ -263,7 +263,8 @@ def test_per_branch_clipping_clips_each_rsc_and_never_the_bank() -> None:
     from cldyn_cli.training.closed_loop import clip_gradients
 
     torch.manual_seed(0)
-    compensation = SemanticCompensation(CompensateConfig(**{k: SMALL[k] for k in ("embed_dim", "vectors")}).rsc_config(8))
+    small = CompensateConfig(embed_dim=SMALL["embed_dim"], vectors=SMALL["vectors"])
+    compensation = SemanticCompensation(small.rsc_config(8))
     params = [p for p in compensation.parameters() if p.requires_grad]
     for p in params:
         p.grad = torch.full_like(p, 3.0)
@@ -302,7 +303,8 @@ def test_cli_takes_the_method_options(world, tmp_path: Path) -> None:
                                  "per_branch", "--task-input", "unclamped", "--epoch-length", "shortest", "--quiet"])
     assert result.exit_code == 0, result.output
     hyper = json.loads(load_compensation(out)[2]["hyper"])
-    assert (hyper["solver"], hyper["query"], hyper["tau_end"], hyper["clip"]) == ("cagrad", "learned", 0.1, "per_branch")
+    chosen = (hyper["solver"], hyper["query"], hyper["tau_end"], hyper["clip"], hyper["task_input"])
+    assert chosen == ("cagrad", "learned", 0.1, "per_branch", "unclamped")
     bad = runner.invoke(app, ["compensate", "--plugin", "toyseg", "--data", str(world["data"]), "-o",
                               str(tmp_path / "b.safetensors"), "--query", "sometimes"])
     assert bad.exit_code == 2 and "--query must be one of authors, no_decay, learned" in bad.output

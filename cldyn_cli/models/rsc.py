@@ -210,7 +210,8 @@ class A2SI(nn.Module):
         # a softmax-weighted mix of the slot's set (temperature QUERY_TAU). The mix sees the bank and the
         # type choice detached, so their gradients stay exactly those of the hard choice.
         detached = bank.detach()
-        similarity = torch.einsum("be,sve->bsv", F.normalize(q, dim=-1, eps=EPS), F.normalize(detached, dim=-1, eps=EPS))
+        similarity = torch.einsum("be,sve->bsv", F.normalize(q, dim=-1, eps=EPS),
+                                  F.normalize(detached, dim=-1, eps=EPS))
         soft = torch.einsum("bsv,sve->bse", (similarity / QUERY_TAU).softmax(-1), detached)
         soft = torch.einsum("bms,bse->bme", one_hot.detach(), soft)
         return chosen + soft - soft.detach()
