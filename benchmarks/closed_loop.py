@@ -161,14 +161,17 @@ class Task:
             self.run.cldyn("fuse", ir, vis, "-o", fused[split], "--device", "cpu", "--overwrite", "--quiet",
                            name=f"fuse-base-{split}")
         weights = self.train(root, fused, work / "task", seed, None)
+        test_ir, test_vis = self.folders(root, self.splits[1])
         cross = {}
-        for model in self.cross_models:
+        for model in self.cross_models:  # one the task plugin cannot train or run is skipped, with its reason
             label = Path(model).stem
             try:
-                cross[label] = self.train(root, fused, work / f"cross-{label}", seed, model)
+                trained = self.train(root, fused, work / f"cross-{label}", seed, model)
+                self.run.task_scores(self.plugin, root, self.splits[1], trained, [fused[self.splits[1]]],
+                                     work / f"cross-{label}.json")
+                cross[label] = trained
             except RuntimeError as exc:
                 print(f"[closed-loop] skipping cross network {model}: {exc}", file=sys.stderr)
-        test_ir, test_vis = self.folders(root, self.splits[1])
         data = TaskData(root, test_ir, test_vis, self.splits[1], fused[self.splits[1]], weights, cross)
         record.write_text(json.dumps({"sizes": asdict(self.sizes), "cross_models": self.cross_models,
                                       "data": json.loads(json.dumps(asdict(data), default=str))}, indent=2))
