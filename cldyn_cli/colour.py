@@ -21,20 +21,22 @@ def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
     return _apply(_FORWARD, rgb) + _OFFSET.to(rgb).view(1, 3, 1, 1)
 
 
-def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rgb_to_ycbcr`, clamped to [0, 1]."""
-    return _apply(_INVERSE, ycc - _OFFSET.to(ycc).view(1, 3, 1, 1)).clamp(0.0, 1.0)
+def ycbcr_to_rgb(ycc: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_ycbcr`, clamped to [0, 1] (unless ``clamp`` is False)."""
+    rgb = _apply(_INVERSE, ycc - _OFFSET.to(ycc).view(1, 3, 1, 1))
+    return rgb.clamp(0.0, 1.0) if clamp else rgb
 
 
-def recombine(fused_y: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-    """Put fused luminance back with the visible image's chroma.
+def recombine(fused_y: torch.Tensor, vis: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """Put fused luminance back with the visible image's chroma, clamped to [0, 1] unless ``clamp`` is
+    False (the authors' closed loop trains on the unclamped image).
 
     ``vis`` is (B, 1, H, W) for grayscale (the result stays grayscale) or (B, 3, H, W) RGB.
     """
     if vis.shape[1] == 1:
-        return fused_y.clamp(0.0, 1.0)
+        return fused_y.clamp(0.0, 1.0) if clamp else fused_y
     ycc = rgb_to_ycbcr(vis)
-    return ycbcr_to_rgb(torch.cat([fused_y, ycc[:, 1:]], dim=1))
+    return ycbcr_to_rgb(torch.cat([fused_y, ycc[:, 1:]], dim=1), clamp)
 
 
 def luminance(vis: torch.Tensor) -> torch.Tensor:

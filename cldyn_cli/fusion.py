@@ -177,21 +177,23 @@ def fuse_images(fuser: Fuser, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     return out
 
 
-def task_rgb(fused_y: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-    """The fused image as a task network sees it: RGB in [0, 1] (gray repeated to 3 channels)."""
-    rgb = recombine(fused_y, vis)
+def task_rgb(fused_y: torch.Tensor, vis: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """The fused image as a task network sees it: RGB in [0, 1] (gray repeated to 3 channels);
+    ``clamp`` False keeps values outside [0, 1], as the authors' training does."""
+    rgb = recombine(fused_y, vis, clamp)
     return rgb.expand(-1, 3, -1, -1) if rgb.shape[1] == 1 else rgb
 
 
 def compensated_y(base: VFN, compensation: "SemanticCompensation", task: "TaskBackend", ir: torch.Tensor,
-                  vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                  vis: torch.Tensor, clamp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(base fused Y, compensated fused Y): the closed loop of docs/method.md for one batch.
 
     The task network looks at the base fused image; its features condition the compensation that
     is injected into both encoder branches. Gradients flow only through the compensated pass.
+    ``clamp`` False shows the task network unclamped RGB (see :func:`task_rgb`).
     """
     vis_y = luminance(vis)
     with torch.no_grad():
         base_y = base(ir, vis_y)
-        features = task.features(task_rgb(base_y, vis))
+        features = task.features(task_rgb(base_y, vis, clamp))
     return base_y, base(ir, vis_y, hook=compensation.hook(features))

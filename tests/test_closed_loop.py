@@ -218,3 +218,93 @@ def test_eval_task_scores_fused_folders_through_the_plugin(world, tmp_path: Path
                                  "--json", str(tmp_path / "no.json")])
     assert result.exit_code == 2 and "no fused image named" in result.output
     assert not (tmp_path / "no.json").exists()
+
+
+# --- options that reproduce the authors' code or depart from it (docs/method.md, last section) ---
+
+def short_run(world, **changes) -> tuple[SemanticCompensation, SemanticCompensation]:
+    """(initial, trained) compensation after a few steps with ``changes``."""
+    cfg = config(world, steps=3, **changes)
+    torch.manual_seed(cfg.seed)
+    initial = SemanticCompensation(cfg.rsc_config(8))
+    base, _ = load_vfn(world["base"])
+    trained = train_compensation(base, load_tasks(cfg.tasks, torch.device("cpu")),
+                                 world["root"] / f"opt-{len(changes)}.safetensors", cfg, torch.device("cpu"))
+    return initial, trained
+
+
+def query_weights(compensation: SemanticCompensation) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in compensation.query_parameters()])
+
+
+@pytest.mark.parametrize("query, change", [("authors", "shrinks"), ("no_decay", "kept"), ("learned", "trained")])
+def test_query_modes(world, query: str, change: str) -> None:
+    initial, trained = short_run(world, query=query, weight_decay=0.1)
+    before, after = query_weights(initial), query_weights(trained)
+    if change == "kept":
+        assert torch.equal(before, after)
+    elif change == "shrinks":  # no gradient, only decay: Adam moves every weight lr towards zero per step
+        big = before.abs() > 0.05  # 3 steps of lr 0.01 cannot cross zero
+        torch.testing.assert_close(after[big].abs(), before[big].abs() - 0.03, atol=1e-3, rtol=0)
+    else:
+        assert not torch.equal(before, after) and not (after.abs() <= before.abs()).all()
+    assert not any(b.learn_query for b in trained.blocks())  # the flag is for training only
+
+
+def test_tau_anneals_geometrically_to_tau_end() -> None:
+    from cldyn_cli.training.closed_loop import gumbel_tau
+
+    cfg = CompensateConfig(tau=0.5, tau_end=0.05)
+    assert [round(gumbel_tau(cfg, s, 3), 6) for s in range(3)] == [0.5, round(0.5 * 0.1 ** 0.5, 6), 0.05]
+    assert gumbel_tau(CompensateConfig(tau=0.5), 7, 10) == 0.5
+
+
+def test_per_branch_clipping_clips_each_rsc_and_never_the_bank() -> None:
+    from cldyn_cli.training.closed_loop import clip_gradients
+
+    torch.manual_seed(0)
+    small = CompensateConfig(embed_dim=SMALL["embed_dim"], vectors=SMALL["vectors"])
+    compensation = SemanticCompensation(small.rsc_config(8))
+    params = [p for p in compensation.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.full_like(p, 3.0)
+    clip_gradients(compensation, params, CompensateConfig(clip="per_branch", clip_norm=1.0))
+    norm = lambda ps: float(torch.cat([p.grad.flatten() for p in ps]).norm())  # noqa: E731
+    for branch in compensation.branches.values():
+        assert norm(branch.parameters()) == pytest.approx(1.0, rel=1e-4)
+    assert torch.equal(compensation.bank.vectors.grad, torch.full_like(compensation.bank.vectors, 3.0))
+    clip_gradients(compensation, params, CompensateConfig(clip="combined", clip_norm=1.0))
+    assert norm(params) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_epoch_length_runs_over_the_longest_or_the_shortest_dataset() -> None:
+    from types import SimpleNamespace
+
+    from cldyn_cli.training.closed_loop import total_steps
+
+    tasks = [SimpleNamespace(dataset=range(10)), SimpleNamespace(dataset=range(3))]
+    assert total_steps(CompensateConfig(epochs=2, batch_size=4), tasks) == 6  # ceil(10 / 4) * 2
+    assert total_steps(CompensateConfig(epochs=2, batch_size=4, epoch_length="shortest"), tasks) == 2
+
+
+def test_unclamped_task_input_keeps_values_outside_the_unit_range() -> None:
+    fused_y = torch.full((1, 1, 2, 2), 1.3)
+    vis = torch.rand(1, 3, 2, 2)
+    assert task_rgb(fused_y, vis).max() <= 1.0
+    assert task_rgb(fused_y, vis, clamp=False).max() > 1.0
+    assert task_rgb(fused_y, vis[:, :1], clamp=False).max() == pytest.approx(1.3)
+
+
+def test_cli_takes_the_method_options(world, tmp_path: Path) -> None:
+    out = tmp_path / "rsc.safetensors"
+    result = runner.invoke(app, ["compensate", "--plugin", "toyseg", "--data", str(world["data"]), "--task-weights",
+                                 str(world["seg"]), "--base", str(world["base"]), "-o", str(out), "--steps", "2",
+                                 "--solver", "cagrad", "--query", "learned", "--tau-end", "0.1", "--clip",
+                                 "per_branch", "--task-input", "unclamped", "--epoch-length", "shortest", "--quiet"])
+    assert result.exit_code == 0, result.output
+    hyper = json.loads(load_compensation(out)[2]["hyper"])
+    chosen = (hyper["solver"], hyper["query"], hyper["tau_end"], hyper["clip"], hyper["task_input"])
+    assert chosen == ("cagrad", "learned", 0.1, "per_branch", "unclamped")
+    bad = runner.invoke(app, ["compensate", "--plugin", "toyseg", "--data", str(world["data"]), "-o",
+                              str(tmp_path / "b.safetensors"), "--query", "sometimes"])
+    assert bad.exit_code == 2 and "--query must be one of authors, no_decay, learned" in bad.output

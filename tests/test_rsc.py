@@ -131,6 +131,38 @@ def test_gradients_reach_bank_kernel_choice_and_block_weights() -> None:
     assert not reached & {"query_task", "query_image", "query_head"}
 
 
+def test_learned_query_gets_a_gradient_and_changes_nothing_else() -> None:
+    block, bank = live_block()
+    task, x = inputs()
+    block.train()
+    torch.manual_seed(5)
+    out_fixed = block(bank, task, x)
+    fixed = gradients(out_fixed, block, bank)
+    block.learn_query = True
+    torch.manual_seed(5)  # the same Gumbel draw
+    out_learned = block(bank, task, x)
+    learned = gradients(out_learned, block, bank)
+    torch.testing.assert_close(out_learned, out_fixed, rtol=1e-6, atol=1e-6)  # straight through: the hard choice
+    for name, g in fixed.items():
+        if name.startswith(("query_task", "query_image", "query_head")):
+            continue
+        torch.testing.assert_close(learned[name], g, rtol=1e-4, atol=1e-5 * float(g.abs().max()) + 1e-7)
+    reached = {name.split(".")[0] for name, g in learned.items() if g.abs().sum() > 0}
+    assert {"query_task", "query_image", "query_head"} <= reached
+
+
+def test_compensation_sets_tau_and_query_learning_on_every_block() -> None:
+    compensation = SemanticCompensation(RSCConfig(blocks=2, **SMALL))
+    compensation.set_tau(0.1)
+    compensation.learn_query(True)
+    blocks = compensation.blocks()
+    assert len(blocks) == 4 and all(b.tau == 0.1 and b.learn_query for b in blocks)
+    queries = compensation.query_parameters()
+    names = {id(p): n for n, p in compensation.named_parameters()}
+    assert queries and all(".query_" in names[id(p)] for p in queries)
+    assert len(queries) == sum(".query_" in n for n in names.values())
+
+
 @pytest.mark.parametrize("task_shape", [(16, 3, 5), (16,), (7, 16)])
 def test_accepts_any_task_feature_shape(task_shape: tuple[int, ...]) -> None:
     block, bank = live_block()

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cldyn_cli.cli.synth import register
-from cldyn_cli.data.synth import CLASSES, CONDITIONS, DET_CLASSES, Scene, make_scene, write_dataset
+from cldyn_cli.data.synth import CLASSES, CONDITIONS, DET_CLASSES, Scene, SceneOptions, make_scene, write_dataset
 from cldyn_cli.errors import UserError
 
 SIZES = [(32, 32), (37, 53), (96, 64), (160, 120)]
@@ -216,6 +216,31 @@ def test_output_that_is_a_file_is_refused(tmp_path: Path):
         write_dataset(out, 1, 32, 32, 0, "pairs")
 
 
+def test_default_options_are_the_natural_mix():
+    a = make_scene(np.random.default_rng([3, 1]), 96, 64)
+    b = make_scene(np.random.default_rng([3, 1]), 96, 64, SceneOptions())
+    assert np.array_equal(a.ir, b.ir) and np.array_equal(a.vis, b.vis) and a.boxes == b.boxes
+
+
+def test_class_subset_and_minimum_height_shape_the_labels():
+    options = SceneOptions(classes=(2,), min_height=0.3)  # cars only, at least 30% of the image high
+    heights, plain = [], []
+    for i in range(12):
+        scene = make_scene(np.random.default_rng([7, i]), 128, 96, options)
+        assert scene.boxes and {b[0] for b in scene.boxes} == {DET_CLASSES.index("Car")}
+        assert set(np.unique(scene.mask)) <= {0, CLASSES.index("car")}
+        heights += [b[4] for b in scene.boxes]
+        plain += [b[4] for b in make_scene(np.random.default_rng([7, i]), 128, 96).boxes]
+    # Occlusion and the image border can cut a box, so the bound holds for most boxes, not all.
+    assert np.median(heights) >= 0.3 and np.median(heights) > 2 * np.median(plain)
+
+
+@pytest.mark.parametrize("kwargs", [dict(classes=()), dict(classes=(0,)), dict(classes=(7,)), dict(min_height=1.5)])
+def test_bad_scene_options_are_user_errors(kwargs):
+    with pytest.raises(UserError):
+        SceneOptions(**kwargs)
+
+
 def test_make_scene_refuses_tiny_sizes():
     with pytest.raises(UserError):
         make_scene(np.random.default_rng(0), 16, 64)
@@ -260,6 +285,7 @@ def test_cli_progress_and_summary(tmp_path: Path):
     (["--size", "16x16"], "too small"),
     (["--layout", "coco"], "unknown --layout"),
     (["--n", "0"], "--n must be at least 1"),
+    (["--classes", "People,Dog"], "--classes 'People,Dog': use comma-separated names from People, Car"),
 ])
 def test_cli_user_errors_exit_2_with_one_line(tmp_path: Path, args, words):
     result = CliRunner().invoke(cli(), ["synth", str(tmp_path / "ds"), *args])
@@ -269,8 +295,18 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path: Path, args, words):
     assert not (tmp_path / "ds").exists()
 
 
+def test_cli_class_names_map_to_m3fd_ids(tmp_path: Path):
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(cli(), ["synth", str(out), "--n", "4", "--size", "64x48", "--layout", "m3fd",
+                                       "--classes", "people, TRUCK", "--min-object-height", "0.2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    ids = {line.split()[0] for f in out.glob("labels/*/*.txt") for line in f.read_text().splitlines()}
+    assert ids and ids <= {str(DET_CLASSES.index("People")), str(DET_CLASSES.index("Truck"))}
+
+
 def test_cli_help_explains_every_option():
     result = CliRunner().invoke(cli(), ["synth", "--help"], env={"COLUMNS": "200", "TERM": "dumb"})
     assert result.exit_code == 0
-    for option in ("--n", "--size", "--seed", "--layout", "--quiet", "m3fd", "vt5000", "OUT"):
+    for option in ("--n", "--size", "--seed", "--layout", "--classes", "--min-object-height", "--quiet", "m3fd",
+                   "vt5000", "OUT"):
         assert option in result.output

@@ -19,7 +19,8 @@ from cldyn_cli.config import build, read_yaml, with_overrides
 from cldyn_cli.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import load_vfn, save_compensation
-from cldyn_cli.training.closed_loop import (CompensateConfig, StepReport, TaskEntry, load_tasks,
+from cldyn_cli.training.cagrad import SOLVERS
+from cldyn_cli.training.closed_loop import (QUERY_MODES, CompensateConfig, StepReport, TaskEntry, load_tasks,
                                             total_steps, train_compensation)
 from cldyn_cli.training.distributed import Ranks, process_group
 
@@ -72,6 +73,25 @@ def compensate(
         show_default=default_of(CompensateConfig, "cagrad_lambda"))] = None,
     rsc_blocks: Annotated[Optional[int], typer.Option(min=1, help="A2SI blocks per branch K, at most L-1.",
                                                       show_default=default_of(CompensateConfig, "rsc_blocks"))] = None,
+    solver: Annotated[Optional[str], typer.Option(
+        metavar="|".join(SOLVERS), help="Task-gradient combination: authors (their min-norm solve) or cagrad "
+        "(Liu et al. 2021).", show_default=default_of(CompensateConfig, "solver"))] = None,
+    query: Annotated[Optional[str], typer.Option(
+        metavar="|".join(QUERY_MODES), help="Basis query: authors (no gradient, weight-decayed), no_decay (no "
+        "gradient, kept out of weight decay) or learned (straight-through gradient).",
+        show_default=default_of(CompensateConfig, "query"))] = None,
+    tau_end: Annotated[Optional[float], typer.Option(
+        help="Anneal the kernel-type Gumbel temperature from tau to this over the run.",
+        show_default="no annealing")] = None,
+    epoch_length: Annotated[Optional[str], typer.Option(
+        metavar="longest|shortest", help="Dataset an epoch runs over (shortest: the authors').",
+        show_default=default_of(CompensateConfig, "epoch_length"))] = None,
+    clip: Annotated[Optional[str], typer.Option(
+        metavar="combined|per_branch", help="Clip the combined gradient, or each branch's RSC and not the bank "
+        "(the authors').", show_default=default_of(CompensateConfig, "clip"))] = None,
+    task_input: Annotated[Optional[str], typer.Option(
+        metavar="clamped|unclamped", help="Training RGB shown to the task network (unclamped: the authors').",
+        show_default=default_of(CompensateConfig, "task_input"))] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.",
                                                 show_default=default_of(CompensateConfig, "seed"))] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(
@@ -97,7 +117,8 @@ def compensate(
     """
     cfg = with_overrides(read_config(config), dict(
         steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, delta=delta, cagrad_lambda=cagrad_lambda,
-        rsc_blocks=rsc_blocks, seed=seed, checkpoint_every=checkpoint_every, precision=precision))
+        rsc_blocks=rsc_blocks, seed=seed, checkpoint_every=checkpoint_every, precision=precision, solver=solver,
+        query=query, tau_end=tau_end, epoch_length=epoch_length, clip=clip, task_input=task_input))
     if plugin is not None or data is not None:
         if plugin is None or data is None:
             raise UserError("--plugin and --data go together; give both, or use --config with a tasks: list")

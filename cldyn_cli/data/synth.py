@@ -43,6 +43,22 @@ _LIGHT = {
 }
 
 
+@dataclass(frozen=True)
+class SceneOptions:
+    """What objects a scene may hold. The defaults give the full street mix; a subset of classes and
+    a minimum size make an easier detection set, so that a detector trained from scratch on a CPU
+    gets good enough for base-versus-compensated comparisons to mean something."""
+
+    classes: tuple[int, ...] | None = None  # segmentation indices (1..6) to draw; None: all, M3FD's mix
+    min_height: float = 0.0  # smallest object height, as a fraction of the image height (capped by its class's room)
+
+    def __post_init__(self) -> None:
+        if self.classes is not None and (not self.classes or not set(self.classes) <= set(_SIZES_M)):
+            raise UserError(f"object classes must be a non-empty subset of 1..6, got {self.classes}")
+        if not 0.0 <= self.min_height <= 1.0:
+            raise UserError(f"the minimum object height must be in [0, 1], got {self.min_height}")
+
+
 @dataclass
 class Scene:
     """One registered infrared/visible pair with its labels."""
@@ -316,7 +332,7 @@ class _Street:
     s: np.ndarray | None = None  # (H, 1) sky gradient
 
 
-def make_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
+def make_scene(rng: np.random.Generator, width: int, height: int, options: SceneOptions = SceneOptions()) -> Scene:
     """One street scene whose every random choice comes from `rng` (same state, same scene)."""
     h, w = int(height), int(width)
     if h < MIN_SIZE or w < MIN_SIZE:
@@ -340,7 +356,7 @@ def make_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
         _add_blob(street.ir, rng.uniform(horizon * 0.85, h), rng.uniform(0, w), w * rng.uniform(0.005, 0.03),
                   rng.uniform(0.1, 0.2))
     light_map = np.full((h, w), ambient, F32)
-    inst, boxes_px = _draw_objects(street, rng, _place_objects(street, rng), light_map)
+    inst, boxes_px = _draw_objects(street, rng, _place_objects(street, rng, options), light_map)
     vis, ir = _camera_images(street, rng, light_map, tint, sky_hor, vis_sigma)
     mask, boxes = _labels(inst, boxes_px, h, w)
     saliency = np.where(mask > 0, np.uint8(255), np.uint8(0))
@@ -448,14 +464,17 @@ def _traffic_signs(st: _Street, rng: np.random.Generator) -> None:
         st.emit[rows, cl][pole | plate] = 0.0
 
 
-def _place_objects(st: _Street, rng: np.random.Generator) -> list[tuple]:
-    """1-6 labelled objects (always a person or a car) with their distance, column and pixel size,
-    sorted far to near so that near ones occlude far ones."""
+def _place_objects(st: _Street, rng: np.random.Generator, options: SceneOptions) -> list[tuple]:
+    """1-6 labelled objects (always a person or a car, when allowed) with their distance, column and
+    pixel size, sorted far to near so that near ones occlude far ones."""
     h, w = st.h, st.w
     n_obj = int(rng.integers(1, 7))
-    classes = rng.choice(np.arange(1, 7), size=n_obj, p=_CLASS_P)
-    if not np.isin(classes, (1, 2)).any():
-        classes[0] = 1 + rng.integers(2)  # people or cars in every scene
+    allowed = np.arange(1, 7) if options.classes is None else np.array(sorted(set(options.classes)))
+    p = _CLASS_P if options.classes is None else _CLASS_P[allowed - 1] / _CLASS_P[allowed - 1].sum()
+    classes = rng.choice(allowed, size=n_obj, p=p)
+    common = np.intersect1d(allowed, (1, 2))
+    if common.size and not np.isin(classes, common).any():
+        classes[0] = common[rng.integers(common.size)]  # people or cars in every scene
     k = h * 0.5 / 1.7  # pixels per metre at the bottom row
     placed = []
     for cls in classes:
@@ -464,7 +483,8 @@ def _place_objects(st: _Street, rng: np.random.Generator) -> list[tuple]:
         if view_rear:
             wm = 1.9
         t_max = min(1.0, 0.7 * h / (k * hm), 0.9 * w / (k * wm))  # large classes stay further away
-        ts = rng.uniform(0.05, 1.0) ** 1.4 * t_max  # mostly small, some large
+        t_min = min(t_max, options.min_height * h / (k * hm))
+        ts = t_min + rng.uniform(0.05, 1.0) ** 1.4 * (t_max - t_min)  # mostly small, some large
         ph, pw = k * hm * ts, k * wm * ts
         if ph < 4:
             pw, ph = pw * 4 / ph, 4.0
@@ -612,13 +632,13 @@ def is_test(i: int) -> bool:
     return i % 5 == 1
 
 
-def scene_for(seed: int, i: int, width: int, height: int) -> Scene:
-    """Scene i of the dataset with this seed: depends on (seed, i) only."""
-    return make_scene(np.random.default_rng([seed, i]), width, height)
+def scene_for(seed: int, i: int, width: int, height: int, options: SceneOptions = SceneOptions()) -> Scene:
+    """Scene i of the dataset with this seed: depends on (seed, i, options) only."""
+    return make_scene(np.random.default_rng([seed, i]), width, height, options)
 
 
 def write_dataset(out: Path, n: int, width: int, height: int, seed: int, layout: str,
-                  progress: Callable[[int], None] | None = None) -> None:
+                  progress: Callable[[int], None] | None = None, options: SceneOptions = SceneOptions()) -> None:
     """Write n scenes as 8-bit PNGs (and YOLO text labels) in one of the supported layouts.
 
     Layouts: ``pairs`` (ir/ vis/ labels/ masks/ saliency/), ``m3fd`` (ir|vi|labels/{train,test}),
@@ -638,7 +658,7 @@ def write_dataset(out: Path, n: int, width: int, height: int, seed: int, layout:
     splits = {"pairs": ("", ""), "m3fd": ("train", "test"), "fmb": ("train", "test"), "vt5000": ("Train", "Test")}
     made: set[Path] = set()
     for i in range(n):
-        scene = scene_for(seed, i, width, height)
+        scene = scene_for(seed, i, width, height, options)
         split = splits[layout][1 if is_test(i) else 0]
         stem = f"{i:05d}"
         if layout == "pairs":

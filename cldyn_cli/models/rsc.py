@@ -24,6 +24,7 @@ from .vfn import SLOPE, VFN, BlockHook
 KERNEL_TYPES: tuple[tuple[int, int], ...] = ((1, 1), (3, 1), (3, 2), (3, 3))
 PROTOTYPE_DIM = 16
 EPS = 1e-8
+QUERY_TAU = 0.1  # temperature of the soft basis ranking that passes the query a gradient (learn_query)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class A2SI(nn.Module):
         self.query_stride = query_stride  # > 1 changes the output: a cheaper query from a coarser X
         self.sample = False  # draw the kernel types at eval time too, instead of taking the argmax
         self.noise_rows: tuple[int, int] | None = None  # see SemanticCompensation.noise_rows
+        self.learn_query = False  # training: give the basis query a straight-through gradient (select_basis)
         self.static_shapes = False  # eval-mode formulation without data-dependent shapes, for ONNX export
         e4, e2, half = embed_dim // 4, embed_dim // 2, PROTOTYPE_DIM // 2
 
@@ -172,7 +174,9 @@ class A2SI(nn.Module):
         choice_image, query_image = self.image_embeddings(x)
         one_hot = self.choose_types(task, choice_image)
         types = one_hot.argmax(-1)
-        vectors = self.select_basis(bank, one_hot, types, self.query(task, query_image))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.learn_query):
+            q = self.query(task, query_image)
+        vectors = self.select_basis(bank, one_hot, types, q)
         if self.static_shapes:
             return x + self.inject(self.respond_static(x, one_hot, vectors))
         return x + self.inject(self.respond(x, types, vectors))
@@ -185,11 +189,11 @@ class A2SI(nn.Module):
         """The pooled image embeddings of the type choice (B, 8) and of the query (B, E/2).
 
         At inference (eval mode, no gradient) one fused pass computes both; otherwise the modules
-        run as they are, the query's without a graph (it passes no gradient) and channels-last.
+        run as they are, the query's channels-last and without a graph unless ``learn_query``.
         """
         if not (self.training or torch.is_grad_enabled() or self.static_shapes):
             return inference_embeddings(self.choice_image, self.query_image, x, self.query_stride)
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.learn_query):
             query = self.query_image(downsampled(x, self.query_stride).contiguous(memory_format=torch.channels_last))
         return self.choice_image(x).flatten(1), query.flatten(1)
 
@@ -204,10 +208,10 @@ class A2SI(nn.Module):
             return hard_gumbel_softmax(logits, self.tau, self.noise_rows)
         return F.one_hot(logits.argmax(-1), len(KERNEL_TYPES)).to(logits.dtype)
 
-    @torch.no_grad()
     def query(self, task: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """q (B, E) from the task sequence and the query's image embedding. Only its top-n ranking
-        is used, which passes no gradient, so no graph is kept."""
+        is used, which passes no gradient, so :meth:`forward` keeps no graph for it unless
+        ``learn_query`` asks for the straight-through gradient."""
         rms = task.square().mean(dim=-1, keepdim=True).sqrt()
         embedding = torch.cat([self._sequence_mean(task / (rms + EPS), self.query_task), image], 1)
         return self.query_head(embedding)
@@ -225,7 +229,18 @@ class A2SI(nn.Module):
             rank = ((types[:, :, None] == types[:, None, :]) & earlier).sum(-1)  # earlier slots of my type
             index = ranked.gather(1, types[:, :, None].expand(batch, slots, slots)).gather(2, rank[..., None])
         # (one-hot @ bank)[index]: the gradient reaches the bank and, straight through, the type choice.
-        return torch.einsum("bms,sbme->bme", one_hot, bank[:, index.squeeze(-1)])
+        chosen = torch.einsum("bms,sbme->bme", one_hot, bank[:, index.squeeze(-1)])
+        if not (self.learn_query and q.requires_grad):
+            return chosen
+        # Straight through to q: the forward value stays the hard choice; the backward pass is that of
+        # a softmax-weighted mix of the slot's set (temperature QUERY_TAU). The mix sees the bank and the
+        # type choice detached, so their gradients stay exactly those of the hard choice.
+        detached = bank.detach()
+        similarity = torch.einsum("be,sve->bsv", F.normalize(q, dim=-1, eps=EPS),
+                                  F.normalize(detached, dim=-1, eps=EPS))
+        soft = torch.einsum("bsv,sve->bse", (similarity / QUERY_TAU).softmax(-1), detached)
+        soft = torch.einsum("bms,bse->bme", one_hot.detach(), soft)
+        return chosen + soft - soft.detach()
 
     def respond(self, x: torch.Tensor, types: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """Mean over slots of LReLU(BN(slot kernel * own sample)), (B, C, H, W).
@@ -307,11 +322,28 @@ class SemanticCompensation(nn.Module):
             raise ValueError(f"compensation built for {self.config.channels} channels, "
                              f"base network has {base.config.channels}")
 
+    def blocks(self) -> list[A2SI]:
+        return [block for block in self.modules() if isinstance(block, A2SI)]
+
     def noise_rows(self, rows: tuple[int, int] | None) -> None:
         """Draw the kernel-type noise as rows (start, total) of a larger batch (None: this batch)."""
-        for block in self.modules():
-            if isinstance(block, A2SI):
-                block.noise_rows = rows
+        for block in self.blocks():
+            block.noise_rows = rows
+
+    def set_tau(self, tau: float) -> None:
+        """The Gumbel-softmax temperature of every block's kernel-type choice (training schedules)."""
+        for block in self.blocks():
+            block.tau = tau
+
+    def learn_query(self, on: bool) -> None:
+        """Give every block's basis query a straight-through gradient while training (or not, as the authors)."""
+        for block in self.blocks():
+            block.learn_query = on
+
+    def query_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the basis queries (no gradient unless ``learn_query``)."""
+        return [p for block in self.blocks() for net in (block.query_task, block.query_image, block.query_head)
+                for p in net.parameters()]
 
     def hook(self, task_features: torch.Tensor) -> BlockHook:
         """The ``VFN.encode`` hook that compensates encoder block i < K of each branch."""

@@ -24,10 +24,15 @@ from cldyn_cli.models.rsc import RSCConfig, SemanticCompensation
 from cldyn_cli.models.vfn import VFN
 from cldyn_cli.tasks import Batch, TaskBackend
 from cldyn_cli.training.base import batch_indices
-from cldyn_cli.training.cagrad import combine
+from cldyn_cli.training.cagrad import SOLVERS, combine
 from cldyn_cli.training.distributed import SINGLE, Ranks, Shard, check_batches, global_batchnorm
 from cldyn_cli.training.reward import reward_penalty
 from cldyn_cli.training.state import TrainState
+
+# How the basis-selection query trains: authors = no gradient, in weight decay (it shrinks);
+# no_decay = no gradient, out of weight decay (it keeps its initialisation); learned = a
+# straight-through gradient through a soft ranking (models/rsc.py, A2SI.select_basis).
+QUERY_MODES = ("authors", "no_decay", "learned")
 
 
 @dataclass
@@ -61,6 +66,13 @@ class CompensateConfig:
     sets: int = setting(4, choices=(4,))  # one basis set per kernel type
     vectors: int = setting(32, min=1)
     tau: float = setting(0.5, above=0)
+    # Options where the authors' code and this implementation may differ (docs/method.md, last section).
+    solver: str = setting("authors", choices=SOLVERS)  # authors' min-norm solve, or Liu et al.'s CAGrad
+    query: str = setting("authors", choices=QUERY_MODES)
+    tau_end: Optional[float] = setting(None, above=0)  # anneal the Gumbel temperature from tau to this
+    epoch_length: str = setting("longest", choices=("longest", "shortest"))  # dataset an epoch runs over
+    clip: str = setting("combined", choices=("combined", "per_branch"))  # per_branch: each RSC, never the bank
+    task_input: str = setting("clamped", choices=("clamped", "unclamped"))  # training RGB the task network sees
     seed: int = setting(0, min=0)
     checkpoint_every: int = setting(50, min=1)
     precision: str = setting("fp32", choices=("fp32", "bf16"))
@@ -107,14 +119,15 @@ StepCallback = Callable[[list[StepReport], int], None]
 
 # Settings that must not change between a run and its resumption.
 _RESUME_KEYS = ("batch_size", "lr", "weight_decay", "delta", "cagrad_lambda", "clip_norm", "rsc_blocks",
-                "embed_dim", "filters", "sets", "vectors", "tau", "seed", "precision")
+                "embed_dim", "filters", "sets", "vectors", "tau", "seed", "precision", "solver", "query", "tau_end",
+                "epoch_length", "clip", "task_input")
 
 
 def total_steps(config: CompensateConfig, tasks: list[LoadedTask]) -> int:
     if config.steps is not None:
         return config.steps
-    longest = max(len(t.dataset) for t in tasks)
-    return config.epochs * math.ceil(longest / config.batch_size)
+    pick = max if config.epoch_length == "longest" else min
+    return config.epochs * math.ceil(pick(len(t.dataset) for t in tasks) / config.batch_size)
 
 
 def _autocast(config: CompensateConfig, device: torch.device) -> contextlib.AbstractContextManager:
@@ -128,16 +141,17 @@ def _autocast(config: CompensateConfig, device: torch.device) -> contextlib.Abst
 
 
 def task_step(base: VFN, compensation: SemanticCompensation, task: TaskBackend, batch: Batch,
-              delta: float, batch_mean: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss
-              ) -> tuple[torch.Tensor, StepReport]:
+              delta: float, batch_mean: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
+              clamp: bool = True) -> tuple[torch.Tensor, StepReport]:
     """The reward-penalty loss of one task on one batch (with graph) and its report (without).
 
-    ``batch_mean`` turns a rank's batch losses into the global batch's (data-parallel runs).
+    ``batch_mean`` turns a rank's batch losses into the global batch's (data-parallel runs);
+    ``clamp`` False shows the task network unclamped RGB (``task_input: unclamped``).
     """
-    base_y, comp_y = compensated_y(base, compensation, task, batch.ir, batch.vis)
+    base_y, comp_y = compensated_y(base, compensation, task, batch.ir, batch.vis, clamp)
     with torch.no_grad():
-        l_base = batch_mean(task.loss(task_rgb(base_y, batch.vis), batch.targets))
-    l_comp = batch_mean(task.loss(task_rgb(comp_y, batch.vis), batch.targets))
+        l_base = batch_mean(task.loss(task_rgb(base_y, batch.vis, clamp), batch.targets))
+    l_comp = batch_mean(task.loss(task_rgb(comp_y, batch.vis, clamp), batch.targets))
     loss = reward_penalty(l_comp, l_base, delta)
     report = StepReport(0, task.name, l_comp.item(), l_base.item(), (loss - l_comp).item(), loss.item())
     return loss, report
@@ -153,6 +167,35 @@ def _assign_grad(flat: torch.Tensor, params: list[torch.nn.Parameter]) -> None:
     for p in params:
         p.grad = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
         offset += p.numel()
+
+
+def param_groups(compensation: SemanticCompensation, params: list[torch.nn.Parameter],
+                 config: CompensateConfig) -> list[dict[str, Any]]:
+    """Adam's parameter groups: with ``query: no_decay`` the basis queries (which get no gradient)
+    are kept out of weight decay, which would otherwise shrink them towards zero."""
+    if config.query != "no_decay":
+        return [{"params": params}]
+    query = {id(p) for p in compensation.query_parameters()}
+    return [{"params": [p for p in params if id(p) not in query]},
+            {"params": [p for p in params if id(p) in query], "weight_decay": 0.0}]
+
+
+def gumbel_tau(config: CompensateConfig, step: int, total: int) -> float:
+    """The kernel-type temperature at ``step``: ``tau``, or annealed geometrically to ``tau_end`` at the last step."""
+    if config.tau_end is None or total <= 1:
+        return config.tau
+    return config.tau * (config.tau_end / config.tau) ** (step / (total - 1))
+
+
+def clip_gradients(compensation: SemanticCompensation, params: list[torch.nn.Parameter],
+                   config: CompensateConfig) -> None:
+    """Clip to ``clip_norm``: the combined gradient of everything, or (``per_branch``, the authors')
+    each branch's RSC on its own and the shared bank not at all."""
+    if config.clip == "combined":
+        torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
+        return
+    for branch in compensation.branches.values():
+        torch.nn.utils.clip_grad_norm_([p for p in branch.parameters() if p.requires_grad], config.clip_norm)
 
 
 def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config: CompensateConfig,
@@ -184,23 +227,25 @@ def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config:
     if ranks.active:
         global_batchnorm(compensation)
     params = [p for p in compensation.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    compensation.learn_query(config.query == "learned")
+    opt = torch.optim.Adam(param_groups(compensation, params, config), lr=config.lr, weight_decay=config.weight_decay)
     total = total_steps(config, tasks)
     state = TrainState(RSC_TRAIN_STATE_FORMAT, {"rsc": compensation}, {"": opt}, {"torch": torch.default_generator})
     step = state.load(existing_train_state(output), config, _RESUME_KEYS) if resume else 0
     while step < total:
         grads, reports = [], []
+        compensation.set_tau(gumbel_tau(config, step, total))
         for index, task in enumerate(tasks):
             batch, shard = task.batch(index, step, config.batch_size, config.seed, device, ranks)
             compensation.noise_rows((shard.start, shard.total) if ranks.active else None)
             with _autocast(config, device):
                 loss, report = task_step(base, compensation, task.backend, batch, config.delta,
-                                         lambda value: ranks.batch_mean(value, shard))
+                                         lambda value: ranks.batch_mean(value, shard), config.task_input == "clamped")
             grads.append(_flat_grad(loss, params))
             report.step = step + 1
             reports.append(report)
-        _assign_grad(combine(ranks.average(torch.stack(grads)), config.cagrad_lambda), params)
-        torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
+        _assign_grad(combine(ranks.average(torch.stack(grads)), config.cagrad_lambda, config.solver), params)
+        clip_gradients(compensation, params, config)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
@@ -211,6 +256,8 @@ def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config:
                 on_checkpoint(step)
             state.save(train_state_path(output), step, config.hyper(), {"tasks": [asdict(t) for t in config.tasks]})
     compensation.noise_rows(None)
+    compensation.learn_query(False)
+    compensation.set_tau(config.tau)
     return compensation.eval()
 
 

@@ -1,0 +1,401 @@
+"""Does the closed loop help the task? Base versus compensated fusion on held-out synthetic scenes.
+
+For one task (det, seg or sod) and several seeds:
+  1. synthetic scenes in the task's layout (`cldyn synth`), every fifth one held out for testing;
+  2. base fusion of every scene (`cldyn fuse`);
+  3. the task network trained on the base-fused training scenes (det: `cldyn yolo train`; seg: the
+     built-in toyseg network; sod: `cldyn ctdnet train`) and scored on the held-out base-fused
+     scenes; below a useful level (det: mAP50 0.5) the comparison means little, which is printed
+     loudly and recorded as "useful": false;
+  4. per seed: the compensation trained against that frozen network (`cldyn compensate`), the
+     held-out scenes fused with it, and both fusions scored with the task's metric
+     (`cldyn eval --task`), with every cross network (det: other detectors trained the same way
+     on the same images, never seen by the compensation), and with fusion metrics (`cldyn eval`).
+
+Seeds: by default (--vary compensation) the scenes and task networks are made once and the seed
+changes only the compensation's training (initialisation, batch order, Gumbel noise): the spread
+is the compensation's. --vary all makes new scenes and networks for every seed as well.
+--set KEY=VALUE passes any `cldyn compensate` config setting (e.g. --set query=learned), which is
+how the ablations of docs/results.md are run. Everything is written under --work; --json gets
+{"task", "seeds", "base": {metric: [per seed]}, "compensated": {...}, "cross": {...}, ...}.
+
+Usage: python benchmarks/closed_loop.py --task det --quick --seeds 3 --json r.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+FUSION_METRICS = "EN,SD,SF,AG,MI,VIF,Qabf,SSIM"
+USEFUL = {"det": ("mAP50", 0.5), "seg": ("mIoU", 0.3), "sod": ("maxF", 0.6)}
+# The task's own metrics to report, and whether higher is better.
+TASK_METRICS = {"det": {"mAP50": True, "mAP50-95": True}, "seg": {"mIoU": True, "pixel_acc": True},
+                "sod": {"maxF": True, "meanF": True, "Sm": True, "MAE": False}}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big one run is: scenes, image size, task-network training and compensation steps."""
+
+    scenes: int  # every fifth is a held-out test scene
+    size: str  # WxH of the scenes
+    imgsz: int  # task-network input size (det, sod)
+    epochs: int  # task-network training (det: epochs; seg, sod: steps = epochs x 10)
+    steps: int  # compensation steps
+    batch: int = 4  # compensation batch per step
+
+
+QUICK = {"det": Sizes(scenes=300, size="256x192", imgsz=192, epochs=20, steps=60),
+         "seg": Sizes(scenes=120, size="128x96", imgsz=96, epochs=30, steps=60),
+         "sod": Sizes(scenes=120, size="128x128", imgsz=96, epochs=30, steps=60)}
+FULL = {"det": Sizes(scenes=1000, size="320x256", imgsz=256, epochs=60, steps=400),
+        "seg": Sizes(scenes=500, size="256x192", imgsz=192, epochs=100, steps=300),
+        "sod": Sizes(scenes=500, size="256x256", imgsz=192, epochs=100, steps=300)}
+# Easier detection scenes than the natural street mix: two classes, no tiny objects.
+DET_SCENES = ("--classes", "People,Car", "--min-object-height", "0.2")
+
+
+class Runner:
+    """Runs `cldyn` commands in subprocesses, logging each to a file; a failure raises with its tail."""
+
+    def __init__(self, logs: Path, yolo_dir: Path, threads: int) -> None:
+        self.logs = logs
+        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "YOLO_OFFLINE": "1",
+                    "CLDYN_YOLO_DIR": str(yolo_dir)}
+        self.count = 0
+
+    def cldyn(self, *args: Any, name: str) -> None:
+        self.count += 1
+        log = self.logs / f"{self.count:03d}-{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "cldyn_cli", *map(str, args)]
+        with log.open("w") as out:
+            out.write(" ".join(command) + "\n")
+            out.flush()
+            done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        if done.returncode != 0:
+            tail = log.read_text().strip().splitlines()[-5:]
+            raise RuntimeError(f"`cldyn {args[0]}` failed ({log}):\n  " + "\n  ".join(tail))
+
+    def task_scores(self, task: str, data: Path, split: str, weights: Path, folders: list[Path],
+                    out: Path) -> dict[str, dict[str, float]]:
+        """{folder name: {metric: value}} from `cldyn eval --task` (its JSON written to ``out``)."""
+        self.cldyn("eval", "--task", task, "--data", data, "--split", split, *folders, "--task-weights", weights,
+                   "--batch-size", 8, "--device", "cpu", "--json", out, "--quiet", name=f"eval-{out.stem}")
+        methods = json.loads(out.read_text())["methods"]
+        return {label: entry["metrics"] for label, entry in methods.items()}
+
+    def fusion_scores(self, ir: Path, vis: Path, folders: list[Path], out: Path) -> dict[str, dict[str, float]]:
+        """{folder name: {metric: mean}} from `cldyn eval` (fusion metrics; its JSON written to ``out``)."""
+        self.cldyn("eval", ir, vis, *folders, "--metrics", FUSION_METRICS, "--json", out, "--quiet",
+                   name=out.stem)
+        doc = json.loads(out.read_text())
+        methods = doc["methods"] if "methods" in doc else {folders[0].name: doc}
+        return {label: entry["mean"] for label, entry in methods.items()}
+
+
+@dataclass
+class TaskData:
+    """One set of scenes with its base fusion and trained task networks."""
+
+    root: Path  # the synthetic dataset in the task's layout
+    test_ir: Path
+    test_vis: Path
+    split: str  # the held-out split's name in the layout
+    base_test: Path  # held-out scenes fused by the base
+    weights: Path  # the conditioning task network
+    cross: dict[str, Path]  # other task networks: name -> weights
+
+
+class Task:
+    """What differs between det, seg and sod: layout, plugin, task-network training."""
+
+    name = ""
+    plugin = ""
+    layout = ""
+    splits = ("train", "test")
+
+    def __init__(self, runner: Runner, sizes: Sizes, cross: list[str]) -> None:
+        self.run, self.sizes, self.cross_models = runner, sizes, cross
+
+    def folders(self, root: Path, split: str) -> tuple[Path, Path]:
+        raise NotImplementedError
+
+    def scene_options(self) -> tuple[str, ...]:
+        return ()
+
+    def train(self, root: Path, fused: dict[str, Path], out: Path, seed: int, model: Optional[str]) -> Path:
+        """Train a task network (``model``: a cross network's; None: the conditioning one) on the
+        base-fused training scenes (``fused``: split -> base-fused folder); returns its weights."""
+        raise NotImplementedError
+
+    def prepare(self, work: Path, seed: int) -> TaskData:
+        """Scenes, base fusion and the task networks for data seed ``seed``; reused when ``work`` already
+        holds them for the same sizes (ablations share one set of scenes and networks)."""
+        record = work / "prepared.json"
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            if saved["sizes"] == asdict(self.sizes) and saved["cross_models"] == self.cross_models:
+                fields = {k: Path(v) if k not in ("split", "cross") else v for k, v in saved["data"].items()}
+                return TaskData(**{**fields, "cross": {k: Path(v) for k, v in saved["data"]["cross"].items()}})
+        root = work / "scenes"
+        self.run.cldyn("synth", root, "--n", self.sizes.scenes, "--size", self.sizes.size, "--seed", seed,
+                       "--layout", self.layout, *self.scene_options(), "--quiet", name="synth")
+        fused = {}
+        for split in self.splits:
+            ir, vis = self.folders(root, split)
+            fused[split] = work / f"base-{split}"
+            self.run.cldyn("fuse", ir, vis, "-o", fused[split], "--device", "cpu", "--overwrite", "--quiet",
+                           name=f"fuse-base-{split}")
+        weights = self.train(root, fused, work / "task", seed, None)
+        test_ir, test_vis = self.folders(root, self.splits[1])
+        cross = {}
+        for model in self.cross_models:  # one the task plugin cannot train or run is skipped, with its reason
+            label = Path(model).stem
+            try:
+                trained = self.train(root, fused, work / f"cross-{label}", seed, model)
+                self.run.task_scores(self.plugin, root, self.splits[1], trained, [fused[self.splits[1]]],
+                                     work / f"cross-{label}.json")
+                cross[label] = trained
+            except RuntimeError as exc:
+                print(f"[closed-loop] skipping cross network {model}: {exc}", file=sys.stderr)
+        data = TaskData(root, test_ir, test_vis, self.splits[1], fused[self.splits[1]], weights, cross)
+        record.write_text(json.dumps({"sizes": asdict(self.sizes), "cross_models": self.cross_models,
+                                      "data": json.loads(json.dumps(asdict(data), default=str))}, indent=2))
+        return data
+
+
+class Det(Task):
+    """Detection on M3FD-layout scenes; YOLOv8n conditions the compensation, other detectors cross-check."""
+
+    name, plugin, layout = "det", "det", "m3fd"
+    conditioning = "yolov8n.yaml"
+
+    def folders(self, root: Path, split: str) -> tuple[Path, Path]:
+        return root / "ir" / split, root / "vi" / split
+
+    def scene_options(self) -> tuple[str, ...]:
+        return DET_SCENES
+
+    def train(self, root: Path, fused: dict[str, Path], out: Path, seed: int, model: Optional[str]) -> Path:
+        """A detector trained from scratch by Ultralytics on the base-fused training scenes (its
+        validation split, which picks the best epoch, is the held-out split: as in the example)."""
+        from cldyn_cli.data.synth import DET_CLASSES
+
+        det = out.parent / "yolo-data"
+        if not (det / "data.yaml").is_file():
+            for target, split in (("train", "train"), ("val", "test")):
+                # Hard links, not a symlinked folder: Ultralytics resolves links before it looks for labels/.
+                shutil.copytree(fused[split], det / "images" / target, dirs_exist_ok=True, copy_function=os.link)
+                shutil.copytree(root / "labels" / split, det / "labels" / target, dirs_exist_ok=True)
+            (det / "data.yaml").write_text(yaml.safe_dump({"path": str(det), "train": "images/train",
+                                                           "val": "images/val", "names": list(DET_CLASSES)}))
+        weights = out.with_suffix(".pt")
+        self.run.cldyn("yolo", "train", det / "data.yaml", "-o", weights, "--model", model or self.conditioning,
+                       "--epochs", self.sizes.epochs, "--imgsz", self.sizes.imgsz, "--batch", 16, "--seed", seed,
+                       "--device", "cpu", "--quiet", name=f"train-{Path(model or self.conditioning).stem}")
+        return weights
+
+
+class Seg(Task):
+    """Segmentation on FMB-layout scenes with the built-in toyseg network."""
+
+    name, plugin, layout = "seg", "toyseg", "fmb"
+
+    def folders(self, root: Path, split: str) -> tuple[Path, Path]:
+        return root / split / "Infrared", root / split / "Visible"
+
+    def train(self, root: Path, fused: dict[str, Path], out: Path, seed: int, model: Optional[str]) -> Path:
+        """toyseg trained in-process on the base-fused training scenes (its own trainer, seeded)."""
+        import torch
+
+        from cldyn_cli.builtin_tasks.toyseg import ToySegConfig, save_toyseg, train_toyseg
+        from cldyn_cli.colour import luminance
+        from cldyn_cli.data.synth import CLASSES
+        from cldyn_cli.fusion import task_rgb
+        from cldyn_cli.models.loading import load_vfn
+
+        base = load_vfn(None, torch.device("cpu"))[0].eval()
+
+        def fused(batch: Any) -> torch.Tensor:
+            with torch.no_grad():
+                return task_rgb(base(batch.ir, luminance(batch.vis)), batch.vis)
+
+        weights = out.with_suffix(".safetensors")
+        state = train_toyseg(root, self.sizes.epochs * 10, seed, num_classes=len(CLASSES), inputs=fused)
+        save_toyseg(state, weights, ToySegConfig(num_classes=len(CLASSES)))
+        return weights
+
+
+class Sod(Task):
+    """Salient objects on VT5000-layout scenes with CTDNet trained from scratch."""
+
+    name, plugin, layout = "sod", "sod", "vt5000"
+    splits = ("Train", "Test")
+
+    def folders(self, root: Path, split: str) -> tuple[Path, Path]:
+        return root / split / "T", root / split / "RGB"
+
+    def train(self, root: Path, fused: dict[str, Path], out: Path, seed: int, model: Optional[str]) -> Path:
+        """CTDNet from scratch with its own trainer, which fuses the training scenes with the base itself."""
+        weights = out.with_suffix(".safetensors")
+        self.run.cldyn("ctdnet", "train", root, "-o", weights, "--steps", self.sizes.epochs * 10, "--size",
+                       self.sizes.imgsz, "--batch-size", 8, "--inputs", "fused", "--seed", seed, "--device", "cpu",
+                       "--quiet", name="train-ctdnet")
+        return weights
+
+
+TASKS = {"det": Det, "seg": Seg, "sod": Sod}
+
+
+def compensation_config(path: Path, settings: list[str]) -> Path:
+    """A `cldyn compensate --config` YAML from --set KEY=VALUE pairs (values read as YAML)."""
+    values = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. --set query=learned")
+        values[key.strip()] = yaml.safe_load(value)
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def run_seed(task: Task, data: TaskData, work: Path, seed: int, config: Path) -> dict[str, Any]:
+    """Train the compensation with ``seed``, fuse the held-out scenes with it, score base and compensated."""
+    run, sizes = task.run, task.sizes
+    rsc = work / f"rsc-{seed}.safetensors"
+    run.cldyn("compensate", "--plugin", task.plugin, "--data", data.root, "--task-weights", data.weights,
+              "--config", config, "--steps", sizes.steps, "--batch-size", sizes.batch, "--seed", seed,
+              "-o", rsc, "--device", "cpu", "--overwrite", "--quiet", name=f"compensate-{seed}")
+    comp = work / f"comp-{seed}"
+    run.cldyn("fuse", data.test_ir, data.test_vis, "-o", comp, "--task", task.plugin, "--rsc", rsc,
+              "--task-weights", data.weights, "--device", "cpu", "--overwrite", "--quiet", name=f"fuse-comp-{seed}")
+    folders = [data.base_test, comp]
+    own = run.task_scores(task.plugin, data.root, data.split, data.weights, folders, work / f"task-{seed}.json")
+    cross = {label: run.task_scores(task.plugin, data.root, data.split, weights, folders,
+                                    work / f"{label}-{seed}.json")
+             for label, weights in data.cross.items()}
+    fusion = run.fusion_scores(data.test_ir, data.test_vis, folders, work / f"fusion-{seed}.json")
+    pick = lambda scores: (scores[data.base_test.name], scores[comp.name])  # noqa: E731
+    return {"task": pick(own), "cross": {k: pick(v) for k, v in cross.items()}, "fusion": pick(fusion)}
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def collect(task: str, seeds: list[int], results: list[dict[str, Any]], useful: list[dict[str, Any]],
+            sizes: Sizes, args: argparse.Namespace, minutes: float, cpu_minutes: float) -> dict[str, Any]:
+    """The JSON document: per-seed values of every metric for base and compensated, and their summaries."""
+    metrics = TASK_METRICS[task]
+
+    def table(pairs: list[tuple[dict, dict]], names: Any) -> dict[str, dict[str, list[float]]]:
+        return {side: {m: [float(p[i][m]) for p in pairs] for m in names if all(p[i].get(m) is not None
+                                                                                  for p in pairs)}
+                for i, side in enumerate(("base", "compensated"))}
+
+    own = table([r["task"] for r in results], metrics)
+    cross_labels = sorted(set().union(*(r["cross"] for r in results))) if results else []
+    cross = {label: table([r["cross"][label] for r in results if label in r["cross"]], metrics)
+             for label in cross_labels}
+    fusion = table([r["fusion"] for r in results], FUSION_METRICS.split(","))
+    wins = {m: sum((c > b) == metrics[m] and c != b for b, c in zip(own["base"][m], own["compensated"][m]))
+            for m in own["base"]}
+    return {"task": task, "seeds": seeds, "base": own["base"], "compensated": own["compensated"], "cross": cross,
+            "fusion": fusion,
+            "summary": {side: {m: summary(v) for m, v in own[side].items()} for side in ("base", "compensated")},
+            "compensated_wins": wins, "task_network": useful, "sizes": asdict(sizes),
+            "vary": args.vary, "settings": args.set, "quick": args.quick, "minutes": round(minutes, 2),
+            "cpu_minutes": round(cpu_minutes, 2)}
+
+
+def print_table(doc: dict[str, Any]) -> None:
+    print(f"\n{doc['task']}: seeds {doc['seeds']}  ({doc['minutes']} min wall, {doc['cpu_minutes']} min CPU)")
+    rows = [("own", doc["base"], doc["compensated"])]
+    rows += [(label, t["base"], t["compensated"]) for label, t in doc["cross"].items()]
+    rows += [("fusion", doc["fusion"]["base"], doc["fusion"]["compensated"])]
+    for label, base, comp in rows:
+        for metric in base:
+            b, c = base[metric], comp[metric]
+            per_seed = " ".join(f"{x:.4f}>{y:.4f}" for x, y in zip(b, c))
+            print(f"  {label:<10} {metric:<9} base {statistics.fmean(b):.4f}  comp {statistics.fmean(c):.4f}"
+                  f"  (per seed {per_seed})")
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=sorted(TASKS), required=True)
+    parser.add_argument("--quick", action="store_true", help="small sizes (about 15 min for det on 2 cores)")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--work", type=Path, help="working folder [build/closed-loop-TASK]")
+    parser.add_argument("--vary", choices=("compensation", "all"), default="compensation",
+                        help="what a seed changes: the compensation only, or scenes and task networks too")
+    parser.add_argument("--cross", default=None,
+                        help="det: comma-separated cross detectors (model YAMLs) [quick: none; full: "
+                             "yolo11n.yaml,rtdetr-l.yaml]; an unsupported one is skipped with its reason")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a `cldyn compensate` config setting, e.g. --set query=learned (repeatable)")
+    parser.add_argument("--size", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a size (scenes, size, imgsz, epochs, steps, batch), e.g. --size steps=100")
+    parser.add_argument("--name", default="default",
+                        help="name of this variant: its compensations and scores go to WORK/runs/NAME, while "
+                             "scenes and task networks are shared by every variant of the same sizes")
+    parser.add_argument("--threads", type=int, default=2, help="OMP threads of each command")
+    args = parser.parse_args(argv)
+    sizes = (QUICK if args.quick else FULL)[args.task]
+    for item in args.size:
+        key, _, value = item.partition("=")
+        kind = type(getattr(sizes, key))
+        sizes = replace(sizes, **{key: kind(value)})
+    cross = args.cross if args.cross is not None else ("" if args.quick or args.task != "det"
+                                                      else "yolo11n.yaml,rtdetr-l.yaml")
+    work = (args.work or Path("build") / f"closed-loop-{args.task}").resolve()
+    runs = work / "runs" / args.name
+    runs.mkdir(parents=True, exist_ok=True)
+    runner = Runner(runs / "logs", work / "ultralytics", args.threads)
+    task = TASKS[args.task](runner, sizes, [m for m in cross.split(",") if m])
+    config = compensation_config(runs / "compensate.yaml", args.set)
+    seeds = list(range(args.seeds))
+    start = time.time()
+    cpu_start = sum(getattr(resource.getrusage(resource.RUSAGE_CHILDREN), k) for k in ("ru_utime", "ru_stime"))
+    results, useful, data = [], [], None
+    for seed in seeds:
+        if data is None or args.vary == "all":
+            data_work = work / (f"data-{seed}" if args.vary == "all" else "data")
+            data = task.prepare(data_work, seed)
+            metric, threshold = USEFUL[args.task]
+            score = runner.task_scores(task.plugin, data.root, data.split, data.weights, [data.base_test],
+                                       data_work / "useful.json")[data.base_test.name][metric]
+            useful.append({"seed": seed, metric: score, "threshold": threshold, "useful": score >= threshold})
+            if score < threshold:
+                print(f"\n!!! WARNING: the {args.task} network reaches only {metric} {score:.4f} < {threshold} on the "
+                      f"held-out base-fused scenes: base vs compensated differences mean little. Train it longer "
+                      f"(--size epochs=...) or use more scenes.\n", file=sys.stderr)
+        results.append(run_seed(task, data, runs, seed, config))
+        print(f"[closed-loop] seed {seed} done after {(time.time() - start) / 60:.1f} min", file=sys.stderr)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU time says more than wall time on a shared machine
+    doc = collect(args.task, seeds, results, useful, sizes, args, (time.time() - start) / 60,
+                  (usage.ru_utime + usage.ru_stime - cpu_start) / 60)
+    print_table(doc)
+    if args.json:
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The closed-loop protocol script (benchmarks/closed_loop.py): its summary arithmetic, and one tiny
+run end to end with the built-in toyseg task (the real runs stay outside CI)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def protocol():
+    spec = importlib.util.spec_from_file_location("closed_loop_protocol", ROOT / "benchmarks" / "closed_loop.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_counts_wins_in_each_metric_direction() -> None:
+    cl = protocol()
+    own = [({"maxF": 0.5, "MAE": 0.2}, {"maxF": 0.6, "MAE": 0.1}),  # better in both
+           ({"maxF": 0.5, "MAE": 0.2}, {"maxF": 0.4, "MAE": 0.3}),  # worse in both
+           ({"maxF": 0.5, "MAE": 0.2}, {"maxF": 0.5, "MAE": 0.1})]  # a tie is no win
+    fusion = ({m: 1.0 for m in cl.FUSION_METRICS.split(",")},) * 2
+    results = [{"task": pair, "cross": {}, "fusion": fusion} for pair in own]
+    args = Namespace(vary="compensation", set=[], quick=True)
+    doc = cl.collect("sod", [0, 1, 2], results, [], cl.QUICK["sod"], args, 1.0, 2.0)
+    assert doc["base"]["maxF"] == [0.5, 0.5, 0.5] and doc["compensated"]["maxF"] == [0.6, 0.4, 0.5]
+    assert doc["compensated_wins"] == {"maxF": 1, "MAE": 2}
+    assert doc["summary"]["compensated"]["maxF"]["mean"] == pytest.approx(0.5)
+    assert doc["summary"]["compensated"]["maxF"]["std"] == pytest.approx(0.1)
+    assert "meanF" not in doc["base"]  # metrics a task did not report are left out
+
+
+def test_settings_become_a_compensate_config(tmp_path: Path) -> None:
+    path = protocol().compensation_config(tmp_path / "c.yaml", ["query=learned", "tau_end=0.1"])
+    assert path.read_text() == "query: learned\ntau_end: 0.1\n"
+
+
+def test_tiny_run_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    result = subprocess.run([sys.executable, "benchmarks/closed_loop.py", "--task", "seg", "--quick", "--seeds", "1",
+                             "--work", str(tmp_path / "w"), "--size", "scenes=6", "--size", "size=48x32",
+                             "--size", "epochs=1", "--size", "steps=1", "--threads", "1", "--set", "query=no_decay",
+                             "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["task"] == "seg" and doc["seeds"] == [0] and doc["settings"] == ["query=no_decay"]
+    assert set(doc["base"]) == set(doc["compensated"]) == {"mIoU", "pixel_acc"}
+    assert len(doc["base"]["mIoU"]) == 1 and 0 <= doc["compensated"]["mIoU"][0] <= 1
+    assert set(doc["fusion"]["compensated"]) == set(protocol().FUSION_METRICS.split(","))
+    assert doc["task_network"][0]["useful"] is False  # one toyseg step is no useful segmenter, and it says so
+    assert "WARNING" in result.stderr
+    assert "query: no_decay" in (tmp_path / "w" / "runs" / "default" / "compensate.yaml").read_text()
