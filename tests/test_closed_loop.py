@@ -300,11 +300,14 @@ def test_cli_takes_the_method_options(world, tmp_path: Path) -> None:
     result = runner.invoke(app, ["compensate", "--plugin", "toyseg", "--data", str(world["data"]), "--task-weights",
                                  str(world["seg"]), "--base", str(world["base"]), "-o", str(out), "--steps", "2",
                                  "--solver", "cagrad", "--query", "learned", "--tau-end", "0.1", "--clip",
-                                 "per_branch", "--task-input", "unclamped", "--epoch-length", "shortest", "--quiet"])
+                                 "per_branch", "--task-input", "unclamped", "--epoch-length", "shortest", "--query-stride", "2",
+                                 "--quiet"])
     assert result.exit_code == 0, result.output
     hyper = json.loads(load_compensation(out)[2]["hyper"])
     chosen = (hyper["solver"], hyper["query"], hyper["tau_end"], hyper["clip"], hyper["task_input"])
     assert chosen == ("cagrad", "learned", 0.1, "per_branch", "unclamped")
+    compensation = load_compensation(out)[0]
+    assert [block.query_stride for block in compensation.blocks()] == [2, 2]
     bad = runner.invoke(app, ["compensate", "--plugin", "toyseg", "--data", str(world["data"]), "-o",
                               str(tmp_path / "b.safetensors"), "--query", "sometimes"])
     assert bad.exit_code == 2 and "--query must be one of authors, no_decay, learned" in bad.output

@@ -80,6 +80,9 @@ def compensate(
         metavar="|".join(QUERY_MODES), help="Basis query: authors (no gradient, weight-decayed), no_decay (no "
         "gradient, kept out of weight decay) or learned (straight-through gradient).",
         show_default=default_of(CompensateConfig, "query"))] = None,
+    query_stride: Annotated[Optional[int], typer.Option(
+        min=1, help="The basis query sees the features area-downsampled by this: cheaper compensated fusion, "
+        "different output (1: as published).", show_default=default_of(CompensateConfig, "query_stride"))] = None,
     tau_end: Annotated[Optional[float], typer.Option(
         help="Anneal the kernel-type Gumbel temperature from tau to this over the run.",
         show_default="no annealing")] = None,
@@ -118,7 +121,7 @@ def compensate(
     cfg = with_overrides(read_config(config), dict(
         steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, delta=delta, cagrad_lambda=cagrad_lambda,
         rsc_blocks=rsc_blocks, seed=seed, checkpoint_every=checkpoint_every, precision=precision, solver=solver,
-        query=query, tau_end=tau_end, epoch_length=epoch_length, clip=clip, task_input=task_input))
+        query=query, query_stride=query_stride, tau_end=tau_end, epoch_length=epoch_length, clip=clip, task_input=task_input))
     if plugin is not None or data is not None:
         if plugin is None or data is None:
             raise UserError("--plugin and --data go together; give both, or use --config with a tasks: list")

@@ -66,6 +66,7 @@ class CompensateConfig:
     sets: int = setting(4, choices=(4,))  # one basis set per kernel type
     vectors: int = setting(32, min=1)
     tau: float = setting(0.5, above=0)
+    query_stride: int = setting(1, min=1)  # the basis query sees X area-downsampled (1: as published)
     # Options where the authors' code and this implementation may differ (docs/method.md, last section).
     solver: str = setting("authors", choices=SOLVERS)  # authors' min-norm solve, or Liu et al.'s CAGrad
     query: str = setting("authors", choices=QUERY_MODES)
@@ -79,7 +80,7 @@ class CompensateConfig:
 
     def rsc_config(self, channels: int) -> RSCConfig:
         return RSCConfig(blocks=self.rsc_blocks, embed_dim=self.embed_dim, channels=channels, filters=self.filters,
-                         sets=self.sets, vectors=self.vectors, tau=self.tau)
+                         sets=self.sets, vectors=self.vectors, tau=self.tau, query_stride=self.query_stride)
 
     def hyper(self) -> dict[str, Any]:
         """Everything but the task list, as recorded in checkpoints."""
