@@ -71,8 +71,8 @@ DET_SCENES = ("--classes", "People,Car", "--min-object-height", "0.2")
 class Runner:
     """Runs `cldyn` commands in subprocesses, logging each to a file; a failure raises with its tail."""
 
-    def __init__(self, logs: Path, yolo_dir: Path, threads: int) -> None:
-        self.logs = logs
+    def __init__(self, logs: Path, yolo_dir: Path, threads: int, device: str) -> None:
+        self.logs, self.device = logs, device
         self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "YOLO_OFFLINE": "1",
                     "CLDYN_YOLO_DIR": str(yolo_dir)}
         self.count = 0
@@ -94,7 +94,7 @@ class Runner:
                     out: Path) -> dict[str, dict[str, float]]:
         """{folder name: {metric: value}} from `cldyn eval --task` (its JSON written to ``out``)."""
         self.cldyn("eval", "--task", task, "--data", data, "--split", split, *folders, "--task-weights", weights,
-                   "--batch-size", 8, "--device", "cpu", "--json", out, "--quiet", name=f"eval-{out.stem}")
+                   "--batch-size", 8, "--device", self.device, "--json", out, "--quiet", name=f"eval-{out.stem}")
         methods = json.loads(out.read_text())["methods"]
         return {label: entry["metrics"] for label, entry in methods.items()}
 
@@ -158,7 +158,7 @@ class Task:
         for split in self.splits:
             ir, vis = self.folders(root, split)
             fused[split] = work / f"base-{split}"
-            self.run.cldyn("fuse", ir, vis, "-o", fused[split], "--device", "cpu", "--overwrite", "--quiet",
+            self.run.cldyn("fuse", ir, vis, "-o", fused[split], "--device", self.run.device, "--overwrite", "--quiet",
                            name=f"fuse-base-{split}")
         weights = self.train(root, fused, work / "task", seed, None)
         test_ir, test_vis = self.folders(root, self.splits[1])
@@ -206,7 +206,7 @@ class Det(Task):
         weights = out.with_suffix(".pt")
         self.run.cldyn("yolo", "train", det / "data.yaml", "-o", weights, "--model", model or self.conditioning,
                        "--epochs", self.sizes.epochs, "--imgsz", self.sizes.imgsz, "--batch", 16, "--seed", seed,
-                       "--device", "cpu", "--quiet", name=f"train-{Path(model or self.conditioning).stem}")
+                       "--device", self.run.device, "--quiet", name=f"train-{Path(model or self.conditioning).stem}")
         return weights
 
 
@@ -253,8 +253,8 @@ class Sod(Task):
         """CTDNet from scratch with its own trainer, which fuses the training scenes with the base itself."""
         weights = out.with_suffix(".safetensors")
         self.run.cldyn("ctdnet", "train", root, "-o", weights, "--steps", self.sizes.epochs * 10, "--size",
-                       self.sizes.imgsz, "--batch-size", 8, "--inputs", "fused", "--seed", seed, "--device", "cpu",
-                       "--quiet", name="train-ctdnet")
+                       self.sizes.imgsz, "--batch-size", 8, "--inputs", "fused", "--seed", seed,
+                       "--device", self.run.device, "--quiet", name="train-ctdnet")
         return weights
 
 
@@ -279,10 +279,11 @@ def run_seed(task: Task, data: TaskData, work: Path, seed: int, config: Path) ->
     rsc = work / f"rsc-{seed}.safetensors"
     run.cldyn("compensate", "--plugin", task.plugin, "--data", data.root, "--task-weights", data.weights,
               "--config", config, "--steps", sizes.steps, "--batch-size", sizes.batch, "--seed", seed,
-              "-o", rsc, "--device", "cpu", "--overwrite", "--quiet", name=f"compensate-{seed}")
+              "-o", rsc, "--device", run.device, "--overwrite", "--quiet", name=f"compensate-{seed}")
     comp = work / f"comp-{seed}"
     run.cldyn("fuse", data.test_ir, data.test_vis, "-o", comp, "--task", task.plugin, "--rsc", rsc,
-              "--task-weights", data.weights, "--device", "cpu", "--overwrite", "--quiet", name=f"fuse-comp-{seed}")
+              "--task-weights", data.weights, "--device", run.device, "--overwrite", "--quiet",
+              name=f"fuse-comp-{seed}")
     folders = [data.base_test, comp]
     own = run.task_scores(task.plugin, data.root, data.split, data.weights, folders, work / f"task-{seed}.json")
     cross = {label: run.task_scores(task.plugin, data.root, data.split, weights, folders,
@@ -356,6 +357,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         help="name of this variant: its compensations and scores go to WORK/runs/NAME, while "
                              "scenes and task networks are shared by every variant of the same sizes")
     parser.add_argument("--threads", type=int, default=2, help="OMP threads of each command")
+    parser.add_argument("--device", default="cpu", help="where every command runs (cpu, cuda, cuda:N); toyseg "
+                        "(seg) trains on the CPU, it is tiny")
     args = parser.parse_args(argv)
     sizes = (QUICK if args.quick else FULL)[args.task]
     for item in args.size:
@@ -367,7 +370,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     work = (args.work or Path("build") / f"closed-loop-{args.task}").resolve()
     runs = work / "runs" / args.name
     runs.mkdir(parents=True, exist_ok=True)
-    runner = Runner(runs / "logs", work / "ultralytics", args.threads)
+    runner = Runner(runs / "logs", work / "ultralytics", args.threads, args.device)
     task = TASKS[args.task](runner, sizes, [m for m in cross.split(",") if m])
     config = compensation_config(runs / "compensate.yaml", args.set)
     seeds = list(range(args.seeds))

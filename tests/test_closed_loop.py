@@ -311,3 +311,17 @@ def test_cli_takes_the_method_options(world, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["compensate", "--plugin", "toyseg", "--data", str(world["data"]), "-o",
                               str(tmp_path / "b.safetensors"), "--query", "sometimes"])
     assert bad.exit_code == 2 and "--query must be one of authors, no_decay, learned" in bad.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: bf16 autocast of the closed loop")
+def test_bf16_training_on_the_gpu_follows_the_fp32_cpu_run(world) -> None:
+    """The first step sees the same batch and weights: its base loss agrees to bf16's precision."""
+    first: dict[str, float] = {}
+    for device, precision in (("cpu", "fp32"), ("cuda", "bf16")):
+        cfg = config(world, steps=3, precision=precision)
+        base, _ = load_vfn(world["base"])
+        trained = train_compensation(base, load_tasks(cfg.tasks, torch.device(device)),
+                                     world["root"] / f"{precision}.safetensors", cfg, torch.device(device),
+                                     on_step=lambda reports, total, d=device: first.setdefault(d, reports[0].l_base))
+        assert all(p.isfinite().all() for p in trained.parameters())
+    assert first["cuda"] == pytest.approx(first["cpu"], rel=0.05)

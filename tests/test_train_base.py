@@ -119,3 +119,14 @@ def test_loss_weights_and_stretch_reach_the_saved_model(pair_dirs, tmp_path: Pat
     bad = CliRunner().invoke(app, ["train-base", str(pair_dirs[0].parent), "-o", str(tmp_path / "x.safetensors"),
                                    "--steps", "1", "--lr-schedule", "linear", "--quiet", "--device", "cpu"])
     assert bad.exit_code == 2 and "--lr-schedule must be one of constant, cosine, got 'linear'" in bad.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: training on the GPU, pinned batches")
+def test_training_on_the_gpu_starts_from_the_cpu_loss(pair_dirs, tmp_path: Path) -> None:
+    """Same seed, same first batch: the first loss (before any update) agrees with the CPU's."""
+    losses: dict[str, list[float]] = {"cpu": [], "cuda": []}
+    for device in losses:
+        trained = train_base(find_pairs(*pair_dirs), tmp_path / f"{device}.safetensors", CFG, torch.device(device),
+                             on_step=lambda s, t, loss, d=device: losses[d].append(loss))
+        assert all(p.isfinite().all() for p in trained.parameters())
+    assert losses["cuda"][0] == pytest.approx(losses["cpu"][0], rel=1e-2)  # TF32 convolutions on the GPU

@@ -193,7 +193,10 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
         shard = ranks.shard(len(indices))
         crops = [augmented_crop(*store.get(i), config.crop, draw)
                  for i, draw in zip(indices[shard.start:shard.stop], draws[shard.start:shard.stop])]
-        batch = torch.stack(crops).to(device).contiguous(memory_format=torch.channels_last)
+        batch = torch.stack(crops)
+        if device.type == "cuda":  # page-locked, so that the copy to the GPU can overlap the step
+            batch = batch.pin_memory()
+        batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         loss = optimise_step(parallel, opt, shadowed, batch, config, learning_rate(config, step, total),
                              lambda batch_loss: ranks.batch_mean(batch_loss, shard))  # noqa: B023
         step += 1
