@@ -58,6 +58,15 @@ class Sizes:
     batch: int = 4  # compensation batch per step
 
 
+# What the scenes and task networks depend on: variants that differ only in compensation steps or
+# batch share them.
+DATA_SIZES = ("scenes", "size", "imgsz", "epochs")
+
+
+def data_sizes(sizes: Sizes) -> dict[str, Any]:
+    return {key: getattr(sizes, key) for key in DATA_SIZES}
+
+
 QUICK = {"det": Sizes(scenes=300, size="256x192", imgsz=192, epochs=20, steps=60),
          "seg": Sizes(scenes=120, size="128x96", imgsz=96, epochs=30, steps=60),
          "sod": Sizes(scenes=120, size="128x128", imgsz=96, epochs=30, steps=60)}
@@ -144,11 +153,13 @@ class Task:
 
     def prepare(self, work: Path, seed: int) -> TaskData:
         """Scenes, base fusion and the task networks for data seed ``seed``; reused when ``work`` already
-        holds them for the same sizes (ablations share one set of scenes and networks)."""
+        holds them for the same data sizes (ablations, also of the compensation's steps and batch, share
+        one set of scenes and networks)."""
         record = work / "prepared.json"
         if record.is_file():
             saved = json.loads(record.read_text())
-            if saved["sizes"] == asdict(self.sizes) and saved["cross_models"] == self.cross_models:
+            same = {key: saved["sizes"].get(key) for key in DATA_SIZES} == data_sizes(self.sizes)
+            if same and saved["cross_models"] == self.cross_models:
                 fields = {k: Path(v) if k not in ("split", "cross") else v for k, v in saved["data"].items()}
                 return TaskData(**{**fields, "cross": {k: Path(v) for k, v in saved["data"]["cross"].items()}})
         root = work / "scenes"
@@ -173,7 +184,7 @@ class Task:
             except RuntimeError as exc:
                 print(f"[closed-loop] skipping cross network {model}: {exc}", file=sys.stderr)
         data = TaskData(root, test_ir, test_vis, self.splits[1], fused[self.splits[1]], weights, cross)
-        record.write_text(json.dumps({"sizes": asdict(self.sizes), "cross_models": self.cross_models,
+        record.write_text(json.dumps({"sizes": data_sizes(self.sizes), "cross_models": self.cross_models,
                                       "data": json.loads(json.dumps(asdict(data), default=str))}, indent=2))
         return data
 
@@ -355,7 +366,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         help="override a size (scenes, size, imgsz, epochs, steps, batch), e.g. --size steps=100")
     parser.add_argument("--name", default="default",
                         help="name of this variant: its compensations and scores go to WORK/runs/NAME, while "
-                             "scenes and task networks are shared by every variant of the same sizes")
+                             "scenes and task networks are shared by every variant of the same scenes, size, "
+                             "imgsz and epochs (steps and batch may differ)")
     parser.add_argument("--threads", type=int, default=2, help="OMP threads of each command")
     parser.add_argument("--device", default="cpu", help="where every command runs (cpu, cuda, cuda:N); toyseg "
                         "(seg) trains on the CPU, it is tiny")

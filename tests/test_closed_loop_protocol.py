@@ -59,3 +59,25 @@ def test_tiny_run_end_to_end(tmp_path: Path) -> None:
     assert doc["task_network"][0]["useful"] is False  # one toyseg step is no useful segmenter, and it says so
     assert "WARNING" in result.stderr
     assert "query: no_decay" in (tmp_path / "w" / "runs" / "default" / "compensate.yaml").read_text()
+
+
+class _NoRuns:
+    """A runner that fails the test if the protocol tries to make scenes or networks again."""
+
+    device = "cpu"
+
+    def cldyn(self, *args, name: str) -> None:
+        raise AssertionError(f"ran {name}")
+
+
+def test_variants_of_the_compensation_steps_share_scenes_and_networks(tmp_path: Path) -> None:
+    cl = protocol()
+    made = cl.replace(cl.QUICK["det"], steps=240, batch=8)
+    data = {"root": str(tmp_path), "test_ir": "ir", "test_vis": "vi", "split": "test", "base_test": "b",
+            "weights": "w.pt", "cross": {}}
+    (tmp_path / "prepared.json").write_text(json.dumps({"sizes": cl.data_sizes(made), "cross_models": [],
+                                                        "data": data}))
+    reused = cl.Det(_NoRuns(), cl.QUICK["det"], []).prepare(tmp_path, 0)
+    assert reused.weights == Path("w.pt") and reused.root == tmp_path
+    with pytest.raises(AssertionError, match="ran synth"):  # other scenes: made again
+        cl.Det(_NoRuns(), cl.replace(cl.QUICK["det"], scenes=50), []).prepare(tmp_path, 0)
