@@ -30,17 +30,27 @@ def run_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def largest_fusion_change(doc: dict) -> str:
+    """The fusion metric whose mean moved most from base, relative to base (they must stay near it)."""
+    base, comp = doc["fusion"]["base"], doc["fusion"]["compensated"]
+    change = {m: statistics.fmean(comp[m]) / statistics.fmean(base[m]) - 1 for m in base if statistics.fmean(base[m])}
+    metric = max(change, key=lambda m: abs(change[m]))
+    return f"{metric} {100 * change[metric]:+.1f}%"
+
+
 def ablation_table(docs: list[tuple[str, dict]]) -> str:
-    """One row per variant: its settings and the primary metric's change over base per seed."""
-    lines = ["| variant | settings | metric | base | compensated | change per seed | wins |",
-             "|---|---|---|---|---|---|---|"]
+    """One row per variant: its settings, the primary metric's change over base per seed, and the
+    largest change of a fusion metric."""
+    lines = ["| variant | settings | steps x batch | metric | base | compensated | change per seed | wins "
+             "| largest fusion change |", "|---|---|---|---|---|---|---|---|---|"]
     for name, doc in docs:
         metric = next(iter(doc["base"]))
         base, comp = doc["base"][metric], doc["compensated"][metric]
         change = ", ".join(f"{c - b:+.4f}" for b, c in zip(base, comp))
         settings = " ".join(doc["settings"]) or "defaults"
-        lines.append(f"| {name} | {settings} | {metric} | {mean_std(base)} | {mean_std(comp)} | {change} | "
-                     f"{doc['compensated_wins'][metric]}/{len(base)} |")
+        steps = f"{doc['sizes']['steps']} x {doc['sizes']['batch']}"
+        lines.append(f"| {name} | {settings} | {steps} | {metric} | {mean_std(base)} | {mean_std(comp)} | {change} | "
+                     f"{doc['compensated_wins'][metric]}/{len(base)} | {largest_fusion_change(doc)} |")
     return "\n".join(lines)
 
 

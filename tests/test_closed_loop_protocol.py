@@ -81,3 +81,16 @@ def test_variants_of_the_compensation_steps_share_scenes_and_networks(tmp_path: 
     assert reused.weights == Path("w.pt") and reused.root == tmp_path
     with pytest.raises(AssertionError, match="ran synth"):  # other scenes: made again
         cl.Det(_NoRuns(), cl.replace(cl.QUICK["det"], scenes=50), []).prepare(tmp_path, 0)
+
+
+def test_ablation_row_reports_steps_wins_and_the_largest_fusion_change() -> None:
+    spec = importlib.util.spec_from_file_location("closed_loop_table", ROOT / "benchmarks" / "closed_loop_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    doc = {"base": {"mAP50": [0.5, 0.5]}, "compensated": {"mAP50": [0.52, 0.49]}, "settings": ["tau_end=0.05"],
+           "sizes": {"steps": 240, "batch": 4}, "compensated_wins": {"mAP50": 1},
+           "fusion": {"base": {"SD": [50.0, 50.0], "Qabf": [0.5, 0.5]},
+                      "compensated": {"SD": [48.0, 48.0], "Qabf": [0.51, 0.51]}}}
+    row = table.ablation_table([("tau", doc)]).splitlines()[-1]
+    assert row.startswith("| tau | tau_end=0.05 | 240 x 4 | mAP50 | 0.5000 ± 0.0000 | 0.5050 ± 0.0212 |")
+    assert row.endswith("| +0.0200, -0.0100 | 1/2 | SD -4.0% |")
