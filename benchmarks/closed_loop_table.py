@@ -33,7 +33,8 @@ def run_table(doc: dict) -> str:
 def largest_fusion_change(doc: dict) -> str:
     """The fusion metric whose mean moved most from base, relative to base (they must stay near it)."""
     base, comp = doc["fusion"]["base"], doc["fusion"]["compensated"]
-    change = {m: statistics.fmean(comp[m]) / statistics.fmean(base[m]) - 1 for m in base if statistics.fmean(base[m])}
+    means = {m: (statistics.fmean(base[m]), statistics.fmean(comp[m])) for m in base}
+    change = {m: c / b - 1 for m, (b, c) in means.items() if b}
     metric = max(change, key=lambda m: abs(change[m]))
     return f"{metric} {100 * change[metric]:+.1f}%"
 
