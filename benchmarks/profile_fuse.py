@@ -7,7 +7,9 @@ are those of the plain VFN (``torch.utils.flop_counter``), so both fusion rows d
 work by their own time. Then prints torch.profiler's per-operator table of one ``Fuser.fuse_y``.
 
 Usage: python benchmarks/profile_fuse.py [--size 640x480] [--device cpu|cuda] [--repeats 5]
-                                         [--base CKPT] [--rows 25] [--shapes]
+                                         [--base CKPT] [--rows 25] [--shapes] [--compile]
+``--compile`` adds the plain VFN under ``torch.compile`` (Inductor, with weight freezing), timed
+after its first call, which compiles it (that time is printed too).
 Read "% of conv": the share of the reference convolution's FLOP/s that fusion achieves (wall
 clock, and process CPU time, which a busy machine disturbs less when single-threaded).
 """
@@ -15,7 +17,9 @@ clock, and process CPU time, which a busy machine disturbs less when single-thre
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -27,6 +31,20 @@ from cldyn_cli.models.loading import load_vfn
 from cldyn_cli.models.vfn import fold_batchnorm
 
 
+def compiled_call(plain: torch.nn.Module, ir: torch.Tensor, vis_y: torch.Tensor) -> Callable[[], object]:
+    """``plain`` compiled by Inductor with its weights frozen as constants; compiles on the spot."""
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True  # constant weights let Inductor prepack them for oneDNN
+    compiled = torch.compile(lambda a, b: plain(a, b, stretch=False))
+    start = time.perf_counter()
+    with torch.no_grad():
+        difference = (compiled(ir, vis_y) - plain(ir, vis_y, stretch=False)).abs().max().item()
+    print(f"torch.compile: first call (compilation) {time.perf_counter() - start:.1f} s, "
+          f"largest difference from the plain VFN {difference:.1e}")
+    return torch.no_grad()(lambda: compiled(ir, vis_y))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of the pair")
@@ -35,6 +53,7 @@ def main() -> None:
     parser.add_argument("--base", type=Path, help="base checkpoint (default: the shipped model)")
     parser.add_argument("--rows", type=int, default=25, help="operators in the profiler table")
     parser.add_argument("--shapes", action="store_true", help="one profiler row per operator and input shape")
+    parser.add_argument("--compile", action="store_true", help="also time the plain VFN under torch.compile")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     device = torch.device(args.device)
@@ -52,9 +71,11 @@ def main() -> None:
     def plain_call() -> object:
         return plain(ir, vis_y, stretch=False)
 
+    variants = {"conv": conv, "plain VFN (BN folded)": plain_call, "Fuser.fuse_y": lambda: fuser.fuse_y(ir, vis_y)}
+    if args.compile:
+        variants["torch.compile(plain VFN)"] = compiled_call(plain, ir, vis_y)
     clock = Clock(device)
-    clock.run({"conv": conv, "plain VFN (BN folded)": plain_call, "Fuser.fuse_y": lambda: fuser.fuse_y(ir, vis_y)},
-              args.repeats)
+    clock.run(variants, args.repeats)
     threads = torch.get_num_threads()
     print(f"{width}x{height} on {args.device} ({threads} thread(s)), best of {args.repeats}; "
           f"fusion {flops / 1e9:.2f} GFLOP, reference 64->64 3x3 conv {conv_flops / 1e9:.2f} GFLOP")

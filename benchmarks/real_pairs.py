@@ -2,7 +2,9 @@
 
 Each set (``--set NAME=IR_DIR,VIS_DIR``) is fused with the shipped base model and with every
 ``--base`` checkpoint, and two training-free baselines are made: the plain average (IR + Y) / 2 and
-the pixel-wise maximum max(IR, Y). All are scored with ``cldyn eval --convention cddfuse`` (the
+the pixel-wise maximum max(IR, Y), and a classic training-free reference, gradient-domain fusion
+(the image whose pixel differences best match those of the locally sharper source, as a Poisson
+equation), plain and with the shipped model's output stretch. All are scored with ``cldyn eval --convention cddfuse`` (the
 convention of CDDFuse's published tables), and CDDFuse's published numbers for the TNO and RoadScene
 test sets are added as a cited row. Fusion time per image is the network call alone (no file I/O).
 
@@ -27,14 +29,18 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy import fft
 
 from cldyn_cli.colour import luminance, recombine
 from cldyn_cli.data.images import read_image, read_infrared, write_png
 from cldyn_cli.data.pairs import find_pairs
 from cldyn_cli.fusion import Fuser, to_array, to_tensor
+from cldyn_cli.losses import selected_differences
 from cldyn_cli.models.loading import load_vfn
-from cldyn_cli.models.vfn import with_stretch
+from cldyn_cli.models.vfn import stretch_range, with_stretch
 
 METRICS = ["EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"]
 # Zhao et al., "CDDFuse: Correlation-Driven Dual-Branch Feature Decomposition for Multi-Modality Image
@@ -76,8 +82,27 @@ def score(ir: Path, vis: Path, fused: Path, json_path: Path) -> dict[str, float]
     return json.loads(json_path.read_text())["mean"]
 
 
+def gradient_domain(ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+    """The least-squares image whose forward differences are the selected source's (those of
+    ``train-base --gradient-target selected``), with the mean of max(IR, Y), clipped to [0, 1].
+
+    The normal equations are a Poisson equation with mirrored borders, which the cosine transform
+    diagonalises: one DCT, a division by the Laplacian's eigenvalues, one inverse DCT.
+    """
+    dx, dy = selected_differences(ir, vis_y)
+    gx, gy = F.pad(dx, (0, 1)), F.pad(dy, (0, 0, 0, 1))  # no difference leaves the last column / row
+    divergence = (gx - F.pad(gx, (1, 0))[..., :-1] + gy - F.pad(gy, (0, 0, 1, 0))[..., :-1, :])[0, 0].double().numpy()
+    h, w = divergence.shape
+    eigen = (2 * np.cos(np.pi * np.arange(h) / h) - 2)[:, None] + (2 * np.cos(np.pi * np.arange(w) / w) - 2)[None, :]
+    eigen[0, 0] = 1.0  # the mean is free in the equation; set below
+    spectrum = fft.dctn(divergence, norm="ortho") / eigen
+    spectrum[0, 0] = 0.0
+    image = torch.from_numpy(fft.idctn(spectrum, norm="ortho")).to(ir.dtype)[None, None]
+    return (image - image.mean() + torch.maximum(ir, vis_y).mean()).clamp(0.0, 1.0)
+
+
 def methods(bases: list[Path], device: torch.device) -> list[tuple[str, Callable, bool]]:
-    """(name, fuse_y, is_network) for the shipped model, each --base, and the two baselines.
+    """(name, fuse_y, is_network) for the shipped model, each --base, and the training-free baselines.
 
     A network whose output is stretched also appears unstretched, to show what the stretch adds.
     """
@@ -89,6 +114,10 @@ def methods(bases: list[Path], device: torch.device) -> list[tuple[str, Callable
             out.append((f"{label}, --no-stretch", Fuser(with_stretch(model, False), device).fuse_y, True))
     out.append(("average (IR+Y)/2", lambda ir, y: (ir + y) / 2, False))
     out.append(("pixel-wise max", torch.maximum, False))
+    clip = load_vfn(None)[0].config.stretch_clip
+    out.append(("gradient-domain (Poisson)", gradient_domain, False))
+    out.append((f"gradient-domain, stretched (clip {clip:g})",
+                lambda ir, y: stretch_range(gradient_domain(ir, y), clip), False))
     return out
 
 

@@ -3,7 +3,9 @@
 import torch
 
 from cldyn_cli.colour import recombine, rgb_to_ycbcr, ycbcr_to_rgb
-from cldyn_cli.losses import fusion_loss, sobel_magnitude
+import pytest
+
+from cldyn_cli.losses import fusion_loss, selected_differences, sobel_magnitude
 
 
 def test_ycbcr_of_primaries_matches_method_coefficients() -> None:
@@ -56,3 +58,34 @@ def test_loss_of_a_constant_against_black_sources() -> None:
     c = 0.5
     loss = fusion_loss(torch.full((1, 1, 3, 3), c), torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3))
     assert abs(float(loss) - (0.2 * c + 40 / 9 * c)) < 1e-6
+
+
+def _ramps(ir_slope: float, vis_slope: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """IR rising along x, visible rising along y, 6x6."""
+    steps = torch.arange(6.0)
+    return (ir_slope * steps).expand(1, 1, 6, 6), (vis_slope * steps).view(6, 1).expand(1, 1, 6, 6)
+
+
+def test_selected_differences_follow_the_locally_sharper_source() -> None:
+    ir, vis = _ramps(0.2, 0.1)  # IR's gradient norm (0.2) beats the visible's (0.1) everywhere
+    dx, dy = selected_differences(ir, vis)
+    assert torch.allclose(dx, torch.full((1, 1, 6, 5), 0.2)) and torch.allclose(dy, torch.zeros(1, 1, 5, 6))
+    ir, vis = _ramps(0.2, 0.3)  # now the visible image is sharper everywhere
+    dx, dy = selected_differences(ir, vis)
+    assert torch.allclose(dx, torch.zeros(1, 1, 6, 5)) and torch.allclose(dy, torch.full((1, 1, 5, 6), 0.3))
+
+
+def test_selected_texture_counts_the_sign_of_an_edge() -> None:
+    ir, vis = _ramps(0.2, 0.1)
+    # F = 0: the x differences miss 0.2 each, the y differences match; no intensity term.
+    flat = fusion_loss(torch.zeros(1, 1, 6, 6), ir, vis, intensity_weight=0.0, gradient_target="selected")
+    assert abs(float(flat) - 0.2) < 1e-6
+    # The reversed ramp has IR's Sobel magnitudes (the paper's texture term is blind to it), but
+    # every difference has the wrong sign: |-0.2 - 0.2| = 0.4.
+    reversed_ramp = ir.flip(-1)
+    assert float(fusion_loss(reversed_ramp, ir, vis, intensity_weight=0.0, gradient_target="selected")) == \
+        pytest.approx(0.4, abs=1e-6)
+    shifted = fusion_loss(ir + 0.1, ir, vis, intensity_weight=0.0, gradient_target="selected")
+    assert float(shifted) < 1e-6  # only differences count, not the level
+    with pytest.raises(ValueError, match="gradient_target 'x' is not one of sobel_max, selected"):
+        fusion_loss(ir, ir, vis, gradient_target="x")

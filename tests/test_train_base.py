@@ -107,18 +107,22 @@ def test_loss_weights_and_stretch_reach_the_saved_model(pair_dirs, tmp_path: Pat
     out, app = tmp_path / "w.safetensors", create_app()
     result = CliRunner().invoke(app, ["train-base", str(pair_dirs[0].parent), "-o", str(out), "--steps", "2",
                                       "--crop", "32", "--batch-size", "2", "--blocks", "1", "--intensity-weight",
-                                      "0.5", "--gradient-weight", "2", "--lr-schedule", "cosine", "--stretch",
-                                      "--quiet", "--device", "cpu"])
+                                      "0.5", "--gradient-weight", "2", "--gradient-target", "selected", "--lr-schedule",
+                                      "cosine", "--stretch", "--quiet", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     model, metadata = load_vfn(out)
     assert model.config.stretch
     train_config = json.loads(metadata["provenance"])["train_config"]
     assert (train_config["intensity_weight"], train_config["gradient_weight"]) == (0.5, 2.0)
+    assert train_config["gradient_target"] == "selected"
     # the tests run from a git checkout, so the model records which commit made it
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", json.loads(metadata["provenance"])["git_commit"])
     bad = CliRunner().invoke(app, ["train-base", str(pair_dirs[0].parent), "-o", str(tmp_path / "x.safetensors"),
                                    "--steps", "1", "--lr-schedule", "linear", "--quiet", "--device", "cpu"])
     assert bad.exit_code == 2 and "--lr-schedule must be one of constant, cosine, got 'linear'" in bad.output
+    bad = CliRunner().invoke(app, ["train-base", str(pair_dirs[0].parent), "-o", str(tmp_path / "x.safetensors"),
+                                   "--steps", "1", "--gradient-target", "sobel", "--quiet", "--device", "cpu"])
+    assert bad.exit_code == 2 and "--gradient-target must be one of sobel_max, selected, got 'sobel'" in bad.output
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: training on the GPU, pinned batches")

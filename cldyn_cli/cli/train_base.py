@@ -50,6 +50,10 @@ def train_base_command(
     gradient_weight: Annotated[Optional[float], typer.Option(
         min=0.0, help="Weight of the L1 Sobel-texture term toward the sharper source.",
         show_default=default_of(TrainBaseConfig, "gradient_weight"))] = None,
+    gradient_target: Annotated[Optional[str], typer.Option(
+        help="What the texture term compares: sobel_max (the paper's: Sobel magnitudes against the larger "
+        "source's) or selected (signed pixel differences against the locally sharper source's).",
+        show_default=default_of(TrainBaseConfig, "gradient_target"))] = None,
     lr_schedule: Annotated[Optional[str], typer.Option(
         help="constant (the paper's) or cosine (decays to 0 by the last step).",
         show_default=default_of(TrainBaseConfig, "lr_schedule"))] = None,
@@ -81,6 +85,7 @@ def train_base_command(
     cfg = load_config(TrainBaseConfig, config, dict(steps=steps, epochs=epochs, batch_size=batch_size, crop=crop,
                                                     lr=lr, blocks=blocks, seed=seed, checkpoint_every=checkpoint_every,
                                                     intensity_weight=intensity_weight, gradient_weight=gradient_weight,
+                                                    gradient_target=gradient_target,
                                                     lr_schedule=lr_schedule, stretch=stretch, stretch_clip=stretch_clip,
                                                     residual=residual))
     if output.exists() and output.is_dir():

@@ -23,7 +23,7 @@ from cldyn_cli.data.images import read_image, read_infrared
 from cldyn_cli.data.pairs import Pair, check_sizes
 from cldyn_cli.errors import UserError
 from cldyn_cli.fusion import to_tensor
-from cldyn_cli.losses import GRADIENT_WEIGHT, INTENSITY_WEIGHT, fusion_loss
+from cldyn_cli.losses import GRADIENT_TARGETS, GRADIENT_WEIGHT, INTENSITY_WEIGHT, fusion_loss
 from cldyn_cli.models.vfn import VFN, VFNConfig, batchnorm_shadowed_biases
 from cldyn_cli.runtime import TRAINING_BLOCKS, reuse_freed_memory
 from cldyn_cli.training.distributed import SINGLE, Ranks, check_batches, data_parallel
@@ -48,6 +48,7 @@ class TrainBaseConfig:
     checkpoint_every: int = setting(200, min=1)
     intensity_weight: float = setting(INTENSITY_WEIGHT, min=0)
     gradient_weight: float = setting(GRADIENT_WEIGHT, min=0)
+    gradient_target: str = setting("sobel_max", choices=GRADIENT_TARGETS)  # what the texture term compares (losses.py)
     lr_schedule: str = setting("constant", choices=LR_SCHEDULES)  # cosine: decay to 0 over the run
     stretch: bool = False  # the saved model stretches its output to [0, 1] (training sees the raw output)
     stretch_clip: float = setting(0.0, min=0, max=0.49)  # fraction of pixels the stretch may saturate at each end
@@ -58,8 +59,8 @@ class TrainBaseConfig:
 
 
 # Settings that must not change between a run and its resumption.
-_RESUME_KEYS = ("crop", "batch_size", "lr", "blocks", "seed", "intensity_weight", "gradient_weight", "lr_schedule",
-                "residual")
+_RESUME_KEYS = ("crop", "batch_size", "lr", "blocks", "seed", "intensity_weight", "gradient_weight",
+                "gradient_target", "lr_schedule", "residual")
 
 
 def learning_rate(config: TrainBaseConfig, step: int, total: int) -> float:
@@ -146,7 +147,8 @@ def optimise_step(model: nn.Module, opt: torch.optim.Optimizer, shadowed: list[n
     """
     ir, vis_y = batch[:, 0:1], batch[:, 1:2]
     fused = model(ir, vis_y, stretch=False)
-    loss = mean(fusion_loss(fused, ir, vis_y, config.intensity_weight, config.gradient_weight))
+    loss = mean(fusion_loss(fused, ir, vis_y, config.intensity_weight, config.gradient_weight,
+                            config.gradient_target))
     for group in opt.param_groups:
         group["lr"] = lr
     opt.zero_grad(set_to_none=True)
