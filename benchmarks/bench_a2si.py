@@ -13,6 +13,7 @@ Examples: python benchmarks/bench_a2si.py --device cuda
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -78,7 +79,10 @@ def same_weights_as_authors(folder: Path, device: torch.device) -> tuple[nn.Modu
 def against_authors(folder: Path, batches: list[int], size: int, task_shape: list[int], repeats: int,
                     device: torch.device) -> None:
     theirs, ours, bank = same_weights_as_authors(folder, device)
+    initial = [copy.deepcopy(module.state_dict()) for module in (theirs, ours)]
     for batch in batches:
+        for module, state in zip((theirs, ours), initial):  # training timings move BatchNorm's running statistics
+            module.load_state_dict(state)
         x = torch.randn(batch, 8, size, size, device=device)
         task = torch.randn(batch, *task_shape, device=device)
         for module in (theirs, ours):
