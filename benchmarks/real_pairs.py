@@ -106,14 +106,15 @@ def methods(bases: list[Path], device: torch.device) -> list[tuple[str, Callable
 
     A network whose output is stretched also appears unstretched, to show what the stretch adds.
     """
-    out, shipped_clip = [], load_vfn(None)[0].config.stretch_clip
-    for label, path in [("cldyn default", None)] + [(p.stem, p) for p in bases]:
-        model = load_vfn(path)[0]
+    out = []
+    networks = [("cldyn default", load_vfn(None)[0])] + [(p.stem, load_vfn(p)[0]) for p in bases]
+    for label, model in networks:
         out.append((label, Fuser(model, device).fuse_y, True))
         if model.config.stretch:
             out.append((f"{label}, --no-stretch", Fuser(with_stretch(model, False), device).fuse_y, True))
     out.append(("average (IR+Y)/2", lambda ir, y: (ir + y) / 2, False))
     out.append(("pixel-wise max", torch.maximum, False))
+    shipped_clip = networks[0][1].config.stretch_clip
     out.append(("gradient-domain (Poisson)", gradient_domain, False))
     out.append((f"gradient-domain, stretched (clip {shipped_clip:g})",
                 lambda ir, y: stretch_range(gradient_domain(ir, y), shipped_clip), False))

@@ -1,10 +1,9 @@
 """BT.601 colour conversion and the base fusion loss, against hand-computed values."""
 
+import pytest
 import torch
 
 from cldyn_cli.colour import recombine, rgb_to_ycbcr, ycbcr_to_rgb
-import pytest
-
 from cldyn_cli.losses import fusion_loss, selected_differences, sobel_magnitude
 
 

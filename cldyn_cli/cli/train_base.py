@@ -48,7 +48,7 @@ def train_base_command(
         min=0.0, help="Weight of the L1 intensity term toward max(IR, Y).",
         show_default=default_of(TrainBaseConfig, "intensity_weight"))] = None,
     gradient_weight: Annotated[Optional[float], typer.Option(
-        min=0.0, help="Weight of the L1 Sobel-texture term toward the sharper source.",
+        min=0.0, help="Weight of the L1 texture term toward the sharper source (see --gradient-target).",
         show_default=default_of(TrainBaseConfig, "gradient_weight"))] = None,
     gradient_target: Annotated[Optional[str], typer.Option(
         help="What the texture term compares: sobel_max (the paper's: Sobel magnitudes against the larger "
