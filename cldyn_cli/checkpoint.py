@@ -5,6 +5,7 @@ Only tensors and strings are stored, so loading never unpickles anything. Every 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -107,10 +108,16 @@ def resumed_step(output: Path, resume: bool) -> int:
 
 
 def check_resumable(saved: dict, config: object, keys: tuple[str, ...], path: Path) -> None:
-    """Refuse to resume when a setting that shapes the run differs from the saved one."""
-    changed = [k for k in keys if saved.get(k) != getattr(config, k)]
+    """Refuse to resume when a setting that shapes the run differs from the saved one.
+
+    A key the saved state lacks was added to cldyn after that state was written: the run then
+    used the setting's default, so the state counts as saved with the default.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    as_saved = {k: saved[k] if k in saved else defaults.get(k) for k in keys}
+    changed = [k for k in keys if as_saved[k] != getattr(config, k)]
     if changed:
-        detail = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
+        detail = ", ".join(f"{k}={as_saved[k]!r}" for k in changed)
         raise UserError(f"cannot resume from {path}: it was trained with {detail}; use the same settings")
 
 

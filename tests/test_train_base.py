@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from cldyn_cli.data.pairs import find_pairs
 from cldyn_cli.errors import UserError
@@ -46,6 +48,31 @@ def test_resume_refuses_changed_settings(pair_dirs, tmp_path: Path) -> None:
     changed = TrainBaseConfig(**{**CFG.__dict__, "lr": 0.5})
     with pytest.raises(UserError, match="trained with lr=0.001"):
         train_base(pairs, tmp_path / "c.safetensors", changed, torch.device("cpu"), resume=True)
+
+
+def test_resume_reads_a_setting_the_state_predates_as_its_default(pair_dirs, tmp_path: Path) -> None:
+    """A state written before ``gradient_target`` existed was trained with its default."""
+    pairs = find_pairs(*pair_dirs)
+    straight = train_base(pairs, tmp_path / "a.safetensors", CFG, torch.device("cpu"))
+
+    def kill_at_5(step: int, total: int, loss: float) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_base(pairs, tmp_path / "b.safetensors", CFG, torch.device("cpu"), on_step=kill_at_5)
+    state = train_state_path(tmp_path / "b.safetensors")
+    with safe_open(state, "pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(metadata["config"])
+    del config["gradient_target"]
+    save_file(tensors, state, {**metadata, "config": json.dumps(config)})
+    other = TrainBaseConfig(**{**CFG.__dict__, "gradient_target": "selected"})
+    with pytest.raises(UserError, match="trained with gradient_target='sobel_max'"):
+        train_base(pairs, tmp_path / "b.safetensors", other, torch.device("cpu"), resume=True)
+    resumed = train_base(pairs, tmp_path / "b.safetensors", CFG, torch.device("cpu"), resume=True)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_loss_decreases(pair_dirs, tmp_path: Path) -> None:
