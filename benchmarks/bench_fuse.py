@@ -58,16 +58,16 @@ def run_compensated(width: int, height: int, device: str, repeats: int, strides:
     import torch
 
     from cldyn_cli.colour import luminance
-    from cldyn_cli.fusion import Fuser, compensated_y, task_rgb
+    from cldyn_cli.fusion import Fuser, compensated_inference_y, task_rgb
+    from cldyn_cli.models.inference import inference_vfn
     from cldyn_cli.models.loading import load_vfn
     from cldyn_cli.models.rsc import A2SI, SemanticCompensation
-    from cldyn_cli.models.vfn import fold_batchnorm
     from cldyn_cli.plugins import get_task
     from cldyn_cli.tasks import TaskOptions
 
     dev = torch.device(device)
     base, _ = load_vfn(device=dev)
-    inference_base = fold_batchnorm(base).to(memory_format=torch.channels_last)  # as `cldyn fuse --task` runs it
+    inference_base = inference_vfn(base).to(memory_format=torch.channels_last)  # as `cldyn fuse --task` runs it
     torch.manual_seed(0)
     compensation = SemanticCompensation().to(dev).eval()
     task = get_task("toyseg").load(TaskOptions(device=dev))
@@ -87,7 +87,7 @@ def run_compensated(width: int, height: int, device: str, repeats: int, strides:
             for block in compensation.modules():
                 if isinstance(block, A2SI):
                     block.query_stride = stride
-            compensated_y(inference_base, compensation, Precomputed(), ir, vis)
+            compensated_inference_y(inference_base, compensation, Precomputed(), ir, vis)
         return run
 
     fns = {"base": lambda: fuser.fuse_y(ir, vis[:, :1]),

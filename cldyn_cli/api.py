@@ -25,10 +25,11 @@ from cldyn_cli.checkpoint import metadata_json
 from cldyn_cli.colour import recombine
 from cldyn_cli.errors import UserError
 from cldyn_cli import fusion
-from cldyn_cli.fusion import compensated_y, fuse_images, to_array, to_tensor
+from cldyn_cli.fusion import compensated_inference_y, fuse_images, to_array, to_tensor
 from cldyn_cli.models.loading import load_compensation, load_vfn
 from cldyn_cli.models.rsc import A2SI, SemanticCompensation
-from cldyn_cli.models.vfn import VFN, fold_batchnorm, with_stretch
+from cldyn_cli.models.inference import inference_vfn
+from cldyn_cli.models.vfn import VFN, with_stretch
 from cldyn_cli.tasks import TaskBackend, TaskOptions, TaskSpec
 
 ImageLike = Union[np.ndarray, Image.Image]
@@ -129,8 +130,8 @@ class _CompensatedFusion:
 
         require_weights(options, get_task(task).name)  # an unknown task is reported first
         self.compensation, base, self.backend = load_task_compensation(task, rsc, options)
-        # BatchNorm folded and channels-last, as base fusion runs (same output, about twice as fast on CPU).
-        self.base = fold_batchnorm(with_stretch(base, stretch)).to(memory_format=torch.channels_last)
+        # The inference form, channels-last, as base fusion runs (same output, about twice as fast on CPU).
+        self.base = inference_vfn(with_stretch(base, stretch)).to(memory_format=torch.channels_last)
         self.device = options.device
         for block in self.compensation.modules():
             if isinstance(block, A2SI):
@@ -140,7 +141,8 @@ class _CompensatedFusion:
     @torch.no_grad()
     def __call__(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         vis_t = to_tensor(vis).to(self.device)
-        _, fused_y = compensated_y(self.base, self.compensation, self.backend, to_tensor(ir).to(self.device), vis_t)
+        _, fused_y = compensated_inference_y(self.base, self.compensation, self.backend,
+                                             to_tensor(ir).to(self.device), vis_t)
         return to_array(recombine(fused_y.float(), vis_t).cpu())
 
 

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from cldyn_cli.colour import luminance, recombine
-from cldyn_cli.models.inference import channel_max, inference_vfn
-from cldyn_cli.models.vfn import VFN, apply_stretch, stretch_bounds
+from cldyn_cli.models.inference import InferenceVFN, channel_max, inference_vfn
+from cldyn_cli.models.vfn import VFN, VFNConfig, apply_stretch, stretch_bounds
 from cldyn_cli.runtime import reuse_freed_memory
 
 if TYPE_CHECKING:
@@ -93,12 +93,8 @@ class Fuser:
             out = self.model(self._put(ir_p), self._put(vis_p))
         else:
             out = self._tiled(ir_p, vis_p, tile)
-        out = out[..., :height, :width].float().cpu()
-        if self.model.config.stretch:  # here, over the whole image, so that tiles and padding cannot change it
-            lo, span = stretch_bounds(out, self.model.config.stretch_clip, select=True)
-            for rows in row_bands(height):  # in place, without full-size temporaries
-                out[..., rows, :] = apply_stretch(out[..., rows, :], lo, span)
-        return out
+        # Stretched here, over the whole image, so that tiles and padding cannot change it.
+        return stretch_output(out[..., :height, :width].float().cpu(), self.model.config)
 
     def _tiled(self, ir: torch.Tensor, vis_y: torch.Tensor, tile: int) -> torch.Tensor:
         model = self.model
@@ -157,6 +153,16 @@ def row_bands(height: int, rows: int = BAND_ROWS) -> Iterator[slice]:
     return (slice(y, min(y + rows, height)) for y in range(0, height, rows))
 
 
+def stretch_output(out: torch.Tensor, config: VFNConfig) -> torch.Tensor:
+    """``out`` with the model's output stretch (if its config has one), in place band by band, so
+    that no full-size temporary is made; the quantiles are found by selection, not by sorting."""
+    if config.stretch:
+        lo, span = stretch_bounds(out, config.stretch_clip, select=True)
+        for rows in row_bands(out.shape[-2]):
+            out[..., rows, :] = apply_stretch(out[..., rows, :], lo, span)
+    return out
+
+
 def fuse_images(fuser: Fuser, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     """Fuse one IR (H, W) with one visible image (H, W) or (H, W, 3); same size and colour as visible.
 
@@ -182,6 +188,21 @@ def task_rgb(fused_y: torch.Tensor, vis: torch.Tensor, clamp: bool = True) -> to
     ``clamp`` False keeps values outside [0, 1], as the authors' training does."""
     rgb = recombine(fused_y, vis, clamp)
     return rgb.expand(-1, 3, -1, -1) if rgb.shape[1] == 1 else rgb
+
+
+@torch.no_grad()
+def compensated_inference_y(base: InferenceVFN, compensation: "SemanticCompensation", task: "TaskBackend",
+                            ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`compensated_y` for inference, with the same output (to float rounding), faster: both
+    passes run the inference form of the base network and share its stem and first block (their
+    output is the same in both: the first compensation follows block 0)."""
+    vis_y = luminance(vis)
+    ir, vis_y = ir.contiguous(memory_format=torch.channels_last), vis_y.contiguous(memory_format=torch.channels_last)
+    first = base.first_features(ir, vis_y)
+    base_y = stretch_output(base.from_first(first, ir, vis_y), base.config)
+    features = task.features(task_rgb(base_y, vis))
+    fused = base.from_first(first, ir, vis_y, hook=compensation.hook(features))
+    return base_y, stretch_output(fused, base.config)
 
 
 def compensated_y(base: VFN, compensation: "SemanticCompensation", task: "TaskBackend", ir: torch.Tensor,

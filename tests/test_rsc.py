@@ -10,9 +10,10 @@ from torch import nn
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.image_embedding import downsampled, inference_embeddings
 from cldyn_cli.models.rsc import A2SI, RSC, BasisVectorBank, RSCConfig, SemanticCompensation, conv1d_mean
-from cldyn_cli.fusion import compensated_y
+from cldyn_cli.fusion import compensated_inference_y, compensated_y
+from cldyn_cli.models.inference import inference_vfn
 from cldyn_cli.models.loading import load_vfn
-from cldyn_cli.models.vfn import VFN, VFNConfig, fold_batchnorm
+from cldyn_cli.models.vfn import VFN, VFNConfig
 from cldyn_cli.plugins import get_task
 from cldyn_cli.tasks import TaskOptions
 from reference_a2si import reference_a2si
@@ -287,18 +288,24 @@ def test_query_stride_changes_only_the_query_and_is_stored() -> None:
     assert not torch.allclose(vectors[1], vectors[2])
 
 
-def test_compensated_fusion_on_the_inference_copy_of_the_base_is_unchanged() -> None:
-    """`cldyn fuse --task` runs the base with BatchNorm folded, channels-last: same output to 1e-5."""
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_compensated_fusion_on_the_inference_form_of_the_base_is_unchanged(blocks: int) -> None:
+    """`cldyn fuse --task` runs both passes on the base's inference form and shares their first
+    block: the same base and compensated output to 1e-5 (shipped model, K = 1; a random L = 3
+    base with K = 2, hooks after two blocks)."""
     torch.manual_seed(0)
-    base = load_vfn()[0]
-    compensation = SemanticCompensation(RSCConfig(blocks=1, **SMALL)).eval()
+    base = load_vfn()[0] if blocks == 1 else VFN(VFNConfig(blocks=3, stretch=True)).eval()
+    compensation = SemanticCompensation(RSCConfig(blocks=blocks, **SMALL)).eval()
     for branch in compensation.branches.values():
-        nn.init.normal_(branch.blocks[0].inject.weight, std=0.5)
+        for block in branch.blocks:
+            nn.init.normal_(block.inject.weight, std=0.5)
     task = get_task("toyseg").load(TaskOptions())
     ir, vis = torch.rand(2, 1, 30, 44), torch.rand(2, 3, 30, 44)
     with torch.no_grad():
-        _, plain = compensated_y(base, compensation, task, ir, vis)
-        _, fast = compensated_y(fold_batchnorm(base).to(memory_format=torch.channels_last), compensation, task, ir, vis)
-        _, uncompensated = compensated_y(base, SemanticCompensation(RSCConfig(blocks=1, **SMALL)).eval(), task, ir, vis)
+        plain_base, plain = compensated_y(base, compensation, task, ir, vis)
+        fast_base, fast = compensated_inference_y(inference_vfn(base), compensation, task, ir, vis)
+        _, uncompensated = compensated_y(base, SemanticCompensation(RSCConfig(blocks=blocks, **SMALL)).eval(),
+                                         task, ir, vis)
     assert (plain - uncompensated).abs().max() > 1e-3  # the compensation is at work
+    torch.testing.assert_close(fast_base, plain_base, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)

@@ -3,7 +3,8 @@
 import torch
 
 from cldyn_cli.models.convert import authors_name_to_ours, convert_authors_state_dict, count_blocks
-from cldyn_cli.models.vfn import VFN, VFNConfig, avg_pool3, fold_batchnorm, max_pool3, spatial_gradient_magnitude
+from cldyn_cli.models.vfn import (VFN, VFNConfig, avg_pool3, channels_last_grad, fold_batchnorm, max_pool3,
+                                  pointwise_conv, spatial_gradient_magnitude)
 
 
 def test_any_size_keeps_shape_and_range() -> None:
@@ -86,3 +87,39 @@ def test_residual_model_starts_as_the_brighter_source_and_corrects_it() -> None:
         expected = (torch.maximum(ir, vis) + torch.tanh(torch.tensor(0.2)) / 2).clamp(0, 1)
         assert torch.allclose(model(ir, vis), expected, atol=1e-6)
     assert sum(p.numel() for p in VFN(VFNConfig(residual=True)).parameters()) == 46617  # same layers
+
+
+def test_channels_last_grad_keeps_values_and_hands_on_a_channels_last_gradient() -> None:
+    x = torch.rand(2, 8, 6, 5).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    seen = []
+    x.register_hook(seen.append)
+    y = channels_last_grad(x)
+    assert torch.equal(y, x)
+    # Each copy's gradient is a channel slice of the concatenation's: strided, not channels-last.
+    (torch.cat([y, y], dim=1) * torch.arange(16.0).view(1, 16, 1, 1)).sum().backward()
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    expected = (torch.arange(8.0) + torch.arange(8.0, 16.0)).view(1, 8, 1, 1).expand(2, 8, 6, 5)
+    assert torch.equal(seen[0], expected)
+    plain = torch.rand(1, 3, 4, 4)
+    assert channels_last_grad(plain) is plain  # no gradient, nothing to do
+
+
+def test_training_forward_equals_inference_forward_and_reaches_every_weight() -> None:
+    """The training path (max_pool2d, oneDNN 1x1 squeezes, channels-last gradients) computes what
+    the no-gradient path does, and every weight gets a gradient."""
+    torch.manual_seed(0)
+    model = VFN(VFNConfig(blocks=2)).to(memory_format=torch.channels_last).eval()
+    ir = torch.rand(2, 1, 20, 24).contiguous(memory_format=torch.channels_last)
+    vis = torch.rand(2, 1, 20, 24).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        reference = model(ir, vis)
+    out = model(ir, vis)
+    assert torch.allclose(out, reference, atol=1e-6)
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_pointwise_conv_equals_the_module() -> None:
+    conv = torch.nn.Conv2d(24, 8, 1)
+    x = torch.rand(2, 24, 9, 7).contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(pointwise_conv(conv, x), conv(x), atol=1e-6)

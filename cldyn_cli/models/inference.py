@@ -17,14 +17,14 @@ change measured with ``benchmarks/profile_fuse.py`` on a 640x480 pair (benchmark
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cldyn_cli.models.vfn import (SLOPE, VFN, ConvBlock, GradientAttentionFusion, avg_pool3, fold_batchnorm,
-                                  max_pool3)
+from cldyn_cli.models.vfn import (SLOPE, VFN, BlockHook, ConvBlock, GradientAttentionFusion, avg_pool3, fold_batchnorm,
+                                  max_pool3, pointwise_conv)
 
 
 def padded_buffer(like: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,14 +75,6 @@ def _conv(conv: nn.Conv2d, x: torch.Tensor, padded: bool = False) -> torch.Tenso
     return F.conv2d(x, conv.weight, conv.bias, padding=conv.padding, dilation=conv.dilation)
 
 
-def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A 1x1 convolution; on the CPU straight through oneDNN, which ``F.conv2d`` passes over for 1x1
-    kernels in favour of a path measured 1.7x slower."""
-    if x.device.type == "cpu" and torch.backends.mkldnn.is_available():
-        return torch.mkldnn_convolution(x, conv.weight, conv.bias, [0, 0], [1, 1], [1, 1], 1)
-    return conv(x)
-
-
 def channel_max(x: torch.Tensor) -> torch.Tensor:
     """``x.amax(dim=(2, 3))`` of a channels-last map by halving it with ``torch.maximum``.
 
@@ -114,7 +106,7 @@ class FastConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c1 = torch.cat([x, _conv_act(self.conv1[0], x)], dim=1)
         c2 = torch.cat([c1, _conv_act(self.conv2[0], c1)], dim=1)
-        return F.leaky_relu_(_pointwise(self.squeeze, c2), SLOPE).add_(x)
+        return F.leaky_relu_(pointwise_conv(self.squeeze, c2), SLOPE).add_(x)
 
 
 class FastEncoder(nn.Module):
@@ -126,9 +118,21 @@ class FastEncoder(nn.Module):
         self.blocks = nn.ModuleList(FastConvBlock(b) for b in blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _conv_act(self.stem[3], _conv_act(self.stem[0], x))
-        for block in self.blocks:
-            x = block(x)
+        return self.rest(self.first(x))
+
+    def first(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem and block 0: the features the first compensation block sees."""
+        return self.blocks[0](_conv_act(self.stem[3], _conv_act(self.stem[0], x)))
+
+    def rest(self, x: torch.Tensor, after_block: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None
+             ) -> torch.Tensor:
+        """The branch's features from block 0's output ``x``; ``after_block(i, .)`` follows block i, as in
+        :meth:`~cldyn_cli.models.vfn.Encoder.forward`."""
+        for i, block in enumerate(self.blocks):
+            if i:
+                x = block(x)
+            if after_block is not None:
+                x = after_block(i, x)
         return x
 
 
@@ -207,7 +211,7 @@ class FastDecoder(nn.Module):
 
 
 class InferenceVFN(nn.Module):
-    """The inference form of a VFN; the interface :class:`~cldyn_cli.fusion.Fuser` uses (no hooks)."""
+    """The inference form of a VFN: what :class:`~cldyn_cli.fusion.Fuser` and compensated fusion run."""
 
     def __init__(self, model: VFN) -> None:
         super().__init__()
@@ -223,10 +227,22 @@ class InferenceVFN(nn.Module):
     def encode(self, ir: torch.Tensor, vis_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.ir_encoder(ir), self.vis_encoder(vis_y)
 
+    def first_features(self, ir: torch.Tensor, vis_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both branches' features after block 0, before any hook: a base pass and a compensated
+        pass of the same images share them."""
+        return self.ir_encoder.first(ir), self.vis_encoder.first(vis_y)
+
     def forward(self, ir: torch.Tensor, vis_y: torch.Tensor,
                 channel_attention: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The fused Y before any output stretch (:class:`~cldyn_cli.fusion.Fuser` stretches whole images)."""
-        fused = self.decoder(self.fusion(*self.encode(ir, vis_y), channel_attention))
+        return self.from_first(self.first_features(ir, vis_y), ir, vis_y, channel_attention=channel_attention)
+
+    def from_first(self, first: tuple[torch.Tensor, torch.Tensor], ir: torch.Tensor, vis_y: torch.Tensor,
+                   hook: Optional[BlockHook] = None, channel_attention: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The fused Y (no stretch) from :meth:`first_features`; ``hook`` as in :meth:`VFN.encode`."""
+        f_ir = self.ir_encoder.rest(first[0], None if hook is None else lambda i, x: hook("ir", i, x))
+        f_vis = self.vis_encoder.rest(first[1], None if hook is None else lambda i, x: hook("vis", i, x))
+        fused = self.decoder(self.fusion(f_ir, f_vis, channel_attention))
         if self.config.residual:
             return fused.add_(torch.maximum(ir, vis_y)).sub_(0.5).clamp_(0.0, 1.0)
         return fused
