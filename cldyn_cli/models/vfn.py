@@ -77,7 +77,8 @@ def exporting() -> bool:
 def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """A 1x1 convolution; on the CPU straight through oneDNN, which ``F.conv2d`` passes over for 1x1
     kernels in favour of a path measured 1.7x slower (forward and backward)."""
-    if x.device.type == "cpu" and torch.backends.mkldnn.is_available() and not exporting():
+    fast = x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+    if fast and not exporting():
         return torch.mkldnn_convolution(x, conv.weight, conv.bias, [0, 0], [1, 1], [1, 1], 1)
     return conv(x)
 
