@@ -19,11 +19,11 @@ from cldyn_cli.data.synth import CLASSES, write_dataset
 from cldyn_cli.fusion import compensated_y, task_rgb
 from cldyn_cli.errors import UserError
 from cldyn_cli.models.loading import load_compensation, load_vfn, save_compensation, save_vfn
-from cldyn_cli.models.rsc import SemanticCompensation
+from cldyn_cli.models.rsc import RSCConfig, SemanticCompensation
 from cldyn_cli.models.vfn import VFN, VFNConfig
 from cldyn_cli.plugins import get_task
 from cldyn_cli.tasks import TaskOptions
-from cldyn_cli.training.closed_loop import CompensateConfig, TaskEntry, load_tasks, train_compensation
+from cldyn_cli.training.closed_loop import CompensateConfig, TaskEntry, load_tasks, task_step, train_compensation
 
 app = create_app()
 
@@ -295,17 +295,36 @@ def test_unclamped_task_input_keeps_values_outside_the_unit_range() -> None:
     assert task_rgb(fused_y, vis[:, :1], clamp=False).max() == pytest.approx(1.3)
 
 
+def test_fidelity_adds_the_weighted_distance_to_the_base_image(world) -> None:
+    base, _ = load_vfn(world["base"])
+    task = get_task("toyseg").load(TaskOptions(weights=world["seg"]))
+    data = task.dataset(world["data"], "train")
+    batch = task.collate([data[i] for i in range(4)])
+    torch.manual_seed(0)
+    compensation = SemanticCompensation(RSCConfig(embed_dim=32, vectors=8)).eval()
+    for block in compensation.blocks():
+        torch.nn.init.normal_(block.inject.weight, std=0.5)
+    plain, plain_report = task_step(base, compensation, task, batch, delta=5.0)
+    anchored, report = task_step(base, compensation, task, batch, delta=5.0, fidelity=2.0)
+    with torch.no_grad():
+        base_y, comp_y = compensated_y(base, compensation, task, batch.ir, batch.vis)
+    distance = (comp_y - base_y).abs().mean()
+    assert distance > 1e-4  # the compensation changes the image
+    torch.testing.assert_close(anchored, plain + 2.0 * distance)
+    assert report.penalty == pytest.approx(plain_report.penalty) and report.loss == pytest.approx(anchored.item())
+
+
 def test_cli_takes_the_method_options(world, tmp_path: Path) -> None:
     out = tmp_path / "rsc.safetensors"
     result = runner.invoke(app, ["compensate", "--plugin", "toyseg", "--data", str(world["data"]), "--task-weights",
                                  str(world["seg"]), "--base", str(world["base"]), "-o", str(out), "--steps", "2",
                                  "--solver", "cagrad", "--query", "learned", "--tau-end", "0.1", "--clip",
                                  "per_branch", "--task-input", "unclamped", "--epoch-length", "shortest", "--query-stride", "2",
-                                 "--quiet"])
+                                 "--fidelity", "0.5", "--quiet"])
     assert result.exit_code == 0, result.output
     hyper = json.loads(load_compensation(out)[2]["hyper"])
-    chosen = (hyper["solver"], hyper["query"], hyper["tau_end"], hyper["clip"], hyper["task_input"])
-    assert chosen == ("cagrad", "learned", 0.1, "per_branch", "unclamped")
+    chosen = (hyper["solver"], hyper["query"], hyper["tau_end"], hyper["clip"], hyper["task_input"], hyper["fidelity"])
+    assert chosen == ("cagrad", "learned", 0.1, "per_branch", "unclamped", 0.5)
     compensation = load_compensation(out)[0]
     assert [block.query_stride for block in compensation.blocks()] == [2, 2]
     bad = runner.invoke(app, ["compensate", "--plugin", "toyseg", "--data", str(world["data"]), "-o",

@@ -95,6 +95,10 @@ def compensate(
     task_input: Annotated[Optional[str], typer.Option(
         metavar="clamped|unclamped", help="Training RGB shown to the task network (unclamped: the authors').",
         show_default=default_of(CompensateConfig, "task_input"))] = None,
+    fidelity: Annotated[Optional[float], typer.Option(
+        min=0, help="Weight of the mean absolute difference between compensated and base fused Y in each "
+        "task's loss: holds the fusion near the base (0: the paper's loss).",
+        show_default=default_of(CompensateConfig, "fidelity"))] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.",
                                                 show_default=default_of(CompensateConfig, "seed"))] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(
@@ -121,7 +125,8 @@ def compensate(
     cfg = with_overrides(read_config(config), dict(
         steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, delta=delta, cagrad_lambda=cagrad_lambda,
         rsc_blocks=rsc_blocks, seed=seed, checkpoint_every=checkpoint_every, precision=precision, solver=solver,
-        query=query, query_stride=query_stride, tau_end=tau_end, epoch_length=epoch_length, clip=clip, task_input=task_input))
+        query=query, query_stride=query_stride, tau_end=tau_end, epoch_length=epoch_length, clip=clip, task_input=task_input,
+        fidelity=fidelity))
     if plugin is not None or data is not None:
         if plugin is None or data is None:
             raise UserError("--plugin and --data go together; give both, or use --config with a tasks: list")

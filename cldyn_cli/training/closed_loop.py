@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+import torch.nn.functional as F
 
 from cldyn_cli.checkpoint import RSC_TRAIN_STATE_FORMAT, existing_train_state, train_state_path
 from cldyn_cli.config import setting
@@ -74,6 +75,7 @@ class CompensateConfig:
     epoch_length: str = setting("longest", choices=("longest", "shortest"))  # dataset an epoch runs over
     clip: str = setting("combined", choices=("combined", "per_branch"))  # per_branch: each RSC, never the bank
     task_input: str = setting("clamped", choices=("clamped", "unclamped"))  # training RGB the task network sees
+    fidelity: float = setting(0.0, min=0)  # weight of L1(compensated Y, base Y) in each task's loss (0: the paper's)
     seed: int = setting(0, min=0)
     checkpoint_every: int = setting(50, min=1)
     precision: str = setting("fp32", choices=("fp32", "bf16"))
@@ -121,7 +123,7 @@ StepCallback = Callable[[list[StepReport], int], None]
 # Settings that must not change between a run and its resumption.
 _RESUME_KEYS = ("batch_size", "lr", "weight_decay", "delta", "cagrad_lambda", "clip_norm", "rsc_blocks",
                 "embed_dim", "filters", "sets", "vectors", "tau", "seed", "precision", "solver", "query", "tau_end",
-                "epoch_length", "clip", "task_input")
+                "epoch_length", "clip", "task_input", "fidelity")
 
 
 def total_steps(config: CompensateConfig, tasks: list[LoadedTask]) -> int:
@@ -143,18 +145,21 @@ def _autocast(config: CompensateConfig, device: torch.device) -> contextlib.Abst
 
 def task_step(base: VFN, compensation: SemanticCompensation, task: TaskBackend, batch: Batch,
               delta: float, batch_mean: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
-              clamp: bool = True) -> tuple[torch.Tensor, StepReport]:
+              clamp: bool = True, fidelity: float = 0.0) -> tuple[torch.Tensor, StepReport]:
     """The reward-penalty loss of one task on one batch (with graph) and its report (without).
 
     ``batch_mean`` turns a rank's batch losses into the global batch's (data-parallel runs);
-    ``clamp`` False shows the task network unclamped RGB (``task_input: unclamped``).
+    ``clamp`` False shows the task network unclamped RGB (``task_input: unclamped``);
+    ``fidelity`` adds that multiple of the mean absolute difference between the compensated and
+    the base fused Y, which holds the compensated image near the base one (its fusion quality).
     """
     base_y, comp_y = compensated_y(base, compensation, task, batch.ir, batch.vis, clamp)
     with torch.no_grad():
         l_base = batch_mean(task.loss(task_rgb(base_y, batch.vis, clamp), batch.targets))
     l_comp = batch_mean(task.loss(task_rgb(comp_y, batch.vis, clamp), batch.targets))
-    loss = reward_penalty(l_comp, l_base, delta)
-    report = StepReport(0, task.name, l_comp.item(), l_base.item(), (loss - l_comp).item(), loss.item())
+    penalised = reward_penalty(l_comp, l_base, delta)
+    loss = penalised + fidelity * batch_mean(F.l1_loss(comp_y, base_y)) if fidelity else penalised
+    report = StepReport(0, task.name, l_comp.item(), l_base.item(), (penalised - l_comp).item(), loss.item())
     return loss, report
 
 
@@ -241,7 +246,8 @@ def train_compensation(base: VFN, tasks: list[LoadedTask], output: Path, config:
             compensation.noise_rows((shard.start, shard.total) if ranks.active else None)
             with _autocast(config, device):
                 loss, report = task_step(base, compensation, task.backend, batch, config.delta,
-                                         lambda value: ranks.batch_mean(value, shard), config.task_input == "clamped")
+                                         lambda value: ranks.batch_mean(value, shard), config.task_input == "clamped",
+                                         config.fidelity)
             grads.append(_flat_grad(loss, params))
             report.step = step + 1
             reports.append(report)
