@@ -119,7 +119,16 @@ def test_training_forward_equals_inference_forward_and_reaches_every_weight() ->
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_pointwise_conv_equals_the_module() -> None:
+def test_pointwise_conv_equals_the_module_forward_and_backward() -> None:
+    torch.manual_seed(0)
     conv = torch.nn.Conv2d(24, 8, 1)
-    x = torch.rand(2, 24, 9, 7).contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(pointwise_conv(conv, x), conv(x), atol=1e-6)
+    x = torch.rand(2, 24, 9, 7).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    out = pointwise_conv(conv, x)
+    weights = torch.randn(out.shape)
+    fast = torch.autograd.grad((out * weights).sum(), [x, conv.weight, conv.bias])
+    reference = torch.autograd.grad((conv(x) * weights).sum(), [x, conv.weight, conv.bias])
+    torch.testing.assert_close(out, conv(x), atol=1e-6, rtol=1e-6)
+    for got, want in zip(fast, reference):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(pointwise_conv(conv, x), conv(x), atol=1e-6, rtol=1e-6)
