@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 from cldyn_cli.colour import luminance, recombine
 from cldyn_cli.fusion import BAND_ROWS, Fuser, fuse_images, to_array, to_tensor
-from cldyn_cli.models.inference import channel_max, fill_border_, inference_vfn, padded_buffer, padded_gradient_magnitude
-from cldyn_cli.models.vfn import (VFN, VFNConfig, apply_stretch, spatial_gradient_magnitude, stretch_bounds,
-                                  stretch_range)
+from cldyn_cli.models.inference import channel_max, fill_border_, inference_vfn, padded_buffer
+from cldyn_cli.models.vfn import (VFN, VFNConfig, apply_stretch, padded_gradient_magnitude, spatial_gradient_magnitude,
+                                  stretch_bounds, stretch_range)
 from cldyn_cli.runtime import TRAINING_BLOCKS, reuse_freed_memory
 
 

@@ -1,6 +1,7 @@
 """The base network: shapes, parameter count, the gradient operator, the name converter."""
 
 import torch
+import torch.nn.functional as F
 
 from cldyn_cli.models.convert import authors_name_to_ours, convert_authors_state_dict, count_blocks
 from cldyn_cli.models.vfn import (VFN, VFNConfig, avg_pool3, channels_last_grad, fold_batchnorm, max_pool3,
@@ -28,6 +29,24 @@ def test_spatial_gradient_is_sobel_over_8_with_replicate_border() -> None:
     assert torch.allclose(g[0, 0, 1:-1, 1:-1], torch.full((3, 3), 6.0))
     # Left border: replicate padding halves the x difference (0.5) while y stays 5.
     assert torch.allclose(g[0, 0, 2, 0], torch.tensor(5.5))
+
+
+def test_spatial_gradient_equals_sobel_convolution_values_and_gradients() -> None:
+    """The shifted-difference form against the per-channel Sobel convolution it replaces."""
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+    kernel = torch.stack([kx, kx.t()]).unsqueeze(1)
+
+    def by_convolution(x: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(x.reshape(-1, 1, *x.shape[-2:]), (1, 1, 1, 1), mode="replicate")
+        return F.conv2d(padded, kernel).abs().sum(dim=1).reshape(x.shape)
+
+    x = torch.randn(2, 3, 11, 9).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    weights = torch.randn(2, 3, 11, 9)
+    ours, reference = spatial_gradient_magnitude(x), by_convolution(x)
+    torch.testing.assert_close(ours, reference, atol=1e-6, rtol=1e-6)
+    grad_ours = torch.autograd.grad((ours * weights).sum(), x)[0]
+    grad_reference = torch.autograd.grad((reference * weights).sum(), x)[0]
+    torch.testing.assert_close(grad_ours, grad_reference, atol=1e-5, rtol=1e-5)
 
 
 def test_authors_names_map_onto_ours() -> None:
