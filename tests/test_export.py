@@ -43,6 +43,17 @@ def test_export_refuses_a_folder_and_a_foreign_checkpoint(tmp_path: Path) -> Non
     assert result.exit_code == 2 and not (tmp_path / "m.onnx").exists()
 
 
+def test_export_refuses_an_existing_file_unless_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"an earlier export")
+    result = runner.invoke(app, ["export", "-o", str(out), "--no-check"])
+    assert result.exit_code == 2 and "already exist" in result.output and "--overwrite" in result.output
+    assert out.read_bytes() == b"an earlier export"
+    result = runner.invoke(app, ["export", "-o", str(out), "--no-check", "--overwrite", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() != b"an earlier export" and not list(tmp_path.glob(".m.onnx.*"))
+
+
 @pytest.fixture(scope="module")
 def live_compensation(tmp_path_factory) -> Path:
     """A compensation for toyseg on the shipped base, with non-zero injections (as after training)."""

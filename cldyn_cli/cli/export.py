@@ -13,9 +13,9 @@ from cldyn_cli.errors import UserError
 from cldyn_cli.export import (DEFAULT_OPSET, CompensatedFusionGraph, FusionGraph, check_onnx,
                               compensated_reference, export_graph, require_packages)
 from cldyn_cli.models.loading import load_vfn
-from cldyn_cli.outputs import check_writable
+from cldyn_cli.outputs import atomic_path, check_new_files, check_writable
 from cldyn_cli.tasks import TaskOptions
-from cldyn_cli.ui import (FeatureLayer, Quiet, RSCFile, TaskConfig, TaskWeights, TrustCheckpoint,
+from cldyn_cli.ui import (FeatureLayer, Overwrite, Quiet, RSCFile, TaskConfig, TaskWeights, TrustCheckpoint,
                           check_compensation_args, user_errors)
 
 TOLERANCE = 1e-4
@@ -37,6 +37,7 @@ def export(
     opset: Annotated[int, typer.Option(min=13, help="ONNX opset version.")] = DEFAULT_OPSET,
     check: Annotated[bool, typer.Option(help="Run the graph with onnxruntime and compare it with PyTorch.")] = True,
     trust_checkpoint: TrustCheckpoint = False,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Export fusion to ONNX: inputs `ir` (B,1,H,W) and `vis` (B,3,H,W) RGB in [0, 1],
@@ -52,6 +53,7 @@ def export(
     if output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'cldyn.onnx'}")
     check_writable(output, "--output")
+    check_new_files([output], overwrite)
     require_packages("onnx", *(["onnxruntime"] if check else []))  # before any work
     check_compensation_args(task, rsc, base)
     if task is None:
@@ -64,17 +66,17 @@ def export(
         features = backend.feature_network()
         graph = CompensatedFusionGraph(model, compensation, features)
         reference, dynamic_size = compensated_reference(model, compensation, backend), features.dynamic_size
-    export_graph(graph, output, opset, (height, width), dynamic_size)
-    if check:
-        size = (height + 11, width - 13) if dynamic_size else (height, width)
-        diff = check_onnx(reference, output, *size)
-        if diff > TOLERANCE:
-            output.unlink()
-            raise UserError(f"the exported graph differs from PyTorch by {diff:.2e} (> {TOLERANCE}); "
-                            "try another --opset")
-        if not quiet:
-            typer.echo(f"checked with onnxruntime: max difference {diff:.1e}", err=True)
+    with atomic_path(output) as staged:  # checked before it replaces anything
+        export_graph(graph, staged, opset, (height, width), dynamic_size)
+        if check:
+            size = (height + 11, width - 13) if dynamic_size else (height, width)
+            diff = check_onnx(reference, staged, *size)
+            if diff > TOLERANCE:
+                raise UserError(f"the exported graph differs from PyTorch by {diff:.2e} (> {TOLERANCE}); "
+                                "try another --opset")
     if not quiet:
+        if check:
+            typer.echo(f"checked with onnxruntime: max difference {diff:.1e}", err=True)
         typer.echo(f"wrote {output}", err=True)
 
 
