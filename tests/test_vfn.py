@@ -151,3 +151,6 @@ def test_pointwise_conv_equals_the_module_forward_and_backward() -> None:
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(pointwise_conv(conv, x), conv(x), atol=1e-6, rtol=1e-6)
+    conv.requires_grad_(False)  # a frozen network (the base inside `compensate`): the input's gradient only
+    (frozen,) = torch.autograd.grad((pointwise_conv(conv, x) * weights).sum(), [x])
+    torch.testing.assert_close(frozen, reference[0], atol=1e-5, rtol=1e-5)

@@ -92,14 +92,17 @@ class _Pointwise(torch.autograd.Function):
         return _onednn_1x1(x, weight, bias)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
         x, weight = ctx.saved_tensors
         grad = grad.contiguous(memory_format=torch.channels_last)
-        grad_x = _onednn_1x1(grad, weight.transpose(0, 1).contiguous(), None)
+        needs_x, needs_weight, needs_bias = ctx.needs_input_grad  # a frozen network needs only grad_x
+        grad_x = _onednn_1x1(grad, weight.transpose(0, 1).contiguous(), None) if needs_x else None
         pixels_grad = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])  # (pixels, out), no copy
-        pixels_x = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # (pixels, in)
-        grad_weight = (pixels_grad.t() @ pixels_x).view_as(weight)
-        return grad_x, grad_weight, pixels_grad.sum(0)
+        grad_weight = None
+        if needs_weight:
+            pixels_x = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # (pixels, in)
+            grad_weight = (pixels_grad.t() @ pixels_x).view_as(weight)
+        return grad_x, grad_weight, pixels_grad.sum(0) if needs_bias else None
 
 
 def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
