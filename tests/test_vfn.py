@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from cldyn_cli.models.convert import authors_name_to_ours, convert_authors_state_dict, count_blocks
-from cldyn_cli.models.vfn import (VFN, VFNConfig, avg_pool3, channels_last_grad, fold_batchnorm, max_pool3,
-                                  pointwise_conv, spatial_gradient_magnitude)
+from cldyn_cli.models.fast_ops import channels_last_grad, pointwise_conv
+from cldyn_cli.models.vfn import VFN, VFNConfig, avg_pool3, fold_batchnorm, max_pool3, spatial_gradient_magnitude
 
 
 def test_any_size_keeps_shape_and_range() -> None:

@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cldyn_cli.models.fast_ops import pointwise_conv
 from cldyn_cli.models.vfn import (SLOPE, VFN, BlockHook, ConvBlock, GradientAttentionFusion, avg_pool3, fold_batchnorm,
-                                  max_pool3, padded_gradient_magnitude, pointwise_conv)
+                                  max_pool3, padded_gradient_magnitude)
 
 
 def padded_buffer(like: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
