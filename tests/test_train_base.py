@@ -26,8 +26,8 @@ def test_batches_are_a_permutation_per_epoch() -> None:
     assert [batch_indices(5, 2, seed, 0) for seed in (0, 1, 2)] != [batch_indices(5, 2, 0, 0)] * 3
 
 
-def test_killed_run_resumes_to_identical_weights(pair_dirs, tmp_path: Path) -> None:
-    pairs = find_pairs(*pair_dirs)
+def straight_and_killed_runs(pairs, tmp_path: Path) -> torch.nn.Module:
+    """Train CFG through (a.safetensors, returned), and again into b.safetensors killed at step 5."""
     straight = train_base(pairs, tmp_path / "a.safetensors", CFG, torch.device("cpu"))
 
     def kill_at_5(step: int, total: int, loss: float) -> None:
@@ -36,10 +36,19 @@ def test_killed_run_resumes_to_identical_weights(pair_dirs, tmp_path: Path) -> N
 
     with pytest.raises(KeyboardInterrupt):
         train_base(pairs, tmp_path / "b.safetensors", CFG, torch.device("cpu"), on_step=kill_at_5)
+    return straight
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_killed_run_resumes_to_identical_weights(pair_dirs, tmp_path: Path) -> None:
+    pairs = find_pairs(*pair_dirs)
+    straight = straight_and_killed_runs(pairs, tmp_path)
     assert train_state_path(tmp_path / "b.safetensors").exists()  # last saved at step 4
-    resumed = train_base(pairs, tmp_path / "b.safetensors", CFG, torch.device("cpu"), resume=True)
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_same_weights(straight, train_base(pairs, tmp_path / "b.safetensors", CFG, torch.device("cpu"), resume=True))
 
 
 def test_resume_refuses_changed_settings(pair_dirs, tmp_path: Path) -> None:
@@ -53,14 +62,7 @@ def test_resume_refuses_changed_settings(pair_dirs, tmp_path: Path) -> None:
 def test_resume_reads_a_setting_the_state_predates_as_its_default(pair_dirs, tmp_path: Path) -> None:
     """A state written before ``gradient_target`` existed was trained with its default."""
     pairs = find_pairs(*pair_dirs)
-    straight = train_base(pairs, tmp_path / "a.safetensors", CFG, torch.device("cpu"))
-
-    def kill_at_5(step: int, total: int, loss: float) -> None:
-        if step == 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_base(pairs, tmp_path / "b.safetensors", CFG, torch.device("cpu"), on_step=kill_at_5)
+    straight = straight_and_killed_runs(pairs, tmp_path)
     state = train_state_path(tmp_path / "b.safetensors")
     with safe_open(state, "pt") as f:
         metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
@@ -70,9 +72,7 @@ def test_resume_reads_a_setting_the_state_predates_as_its_default(pair_dirs, tmp
     other = TrainBaseConfig(**{**CFG.__dict__, "gradient_target": "selected"})
     with pytest.raises(UserError, match="trained with gradient_target='sobel_max'"):
         train_base(pairs, tmp_path / "b.safetensors", other, torch.device("cpu"), resume=True)
-    resumed = train_base(pairs, tmp_path / "b.safetensors", CFG, torch.device("cpu"), resume=True)
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_same_weights(straight, train_base(pairs, tmp_path / "b.safetensors", CFG, torch.device("cpu"), resume=True))
 
 
 def test_loss_decreases(pair_dirs, tmp_path: Path) -> None:
