@@ -58,6 +58,8 @@ def test_det_export_matches_the_pytorch_path(family: Family, family_pt: Path, ta
     assert np.abs(out - base_only.numpy()).max() > 1e-2  # the compensation is in the graph
 
     # Shrinking to 64 would need antialiased resizing, which ONNX cannot express: one clear line.
-    result = runner.invoke(app, [*args, "--height", "96", "--width", "128"])
+    result = runner.invoke(app, [*args, "--height", "96", "--width", "128", "--overwrite"])
     assert result.exit_code == 2 and "antialiasing" in result.output
+    kept = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])  # the earlier graph stays
+    assert np.array_equal(kept.run(None, {"ir": ir.numpy(), "vis": vis.numpy()})[0], out)
     assert len(result.output.strip().splitlines()) == 1
