@@ -29,17 +29,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import fft
 
 from cldyn_cli.colour import luminance, recombine
 from cldyn_cli.data.images import read_image, read_infrared, write_png
 from cldyn_cli.data.pairs import find_pairs
 from cldyn_cli.fusion import Fuser, to_array, to_tensor
-from cldyn_cli.losses import selected_differences
 from cldyn_cli.models.loading import load_vfn
+from cldyn_cli.models.prior import gradient_domain
 from cldyn_cli.models.vfn import stretch_range, with_stretch
 
 METRICS = ["EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"]
@@ -80,25 +77,6 @@ def score(ir: Path, vis: Path, fused: Path, json_path: Path) -> dict[str, float]
                     "cddfuse", "--metrics", ",".join(METRICS), "--json", str(json_path), "--quiet"],
                    check=True, stdout=subprocess.DEVNULL)
     return json.loads(json_path.read_text())["mean"]
-
-
-def gradient_domain(ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
-    """The least-squares image whose forward differences are the selected source's (those of
-    ``train-base --gradient-target selected``), with the mean of max(IR, Y), clipped to [0, 1].
-
-    The normal equations are a Poisson equation with mirrored borders, which the cosine transform
-    diagonalises: one DCT, a division by the Laplacian's eigenvalues, one inverse DCT.
-    """
-    dx, dy = selected_differences(ir, vis_y)
-    gx, gy = F.pad(dx, (0, 1)), F.pad(dy, (0, 0, 0, 1))  # no difference leaves the last column / row
-    divergence = (gx - F.pad(gx, (1, 0))[..., :-1] + gy - F.pad(gy, (0, 0, 1, 0))[..., :-1, :])[0, 0].double().numpy()
-    h, w = divergence.shape
-    eigen = (2 * np.cos(np.pi * np.arange(h) / h) - 2)[:, None] + (2 * np.cos(np.pi * np.arange(w) / w) - 2)[None, :]
-    eigen[0, 0] = 1.0  # the mean is free in the equation; set below
-    spectrum = fft.dctn(divergence, norm="ortho") / eigen
-    spectrum[0, 0] = 0.0
-    image = torch.from_numpy(fft.idctn(spectrum, norm="ortho")).to(ir.dtype)[None, None]
-    return (image - image.mean() + torch.maximum(ir, vis_y).mean()).clamp(0.0, 1.0)
 
 
 def methods(bases: list[Path], device: torch.device) -> list[tuple[str, Callable, bool]]:

@@ -60,8 +60,9 @@ class CompensatedFusionGraph(nn.Module):
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         vis_y = luminance(vis)
-        features = self.features(task_rgb(self.base(ir, vis_y), vis))
-        return recombine(self.base(ir, vis_y, hook=self.compensation.hook(features)), vis)
+        prior = self.base.prior(ir, vis_y)
+        features = self.features(task_rgb(self.base(ir, vis_y, prior=prior), vis))
+        return recombine(self.base(ir, vis_y, hook=self.compensation.hook(features), prior=prior), vis)
 
 
 def compensated_reference(base: VFN, compensation: SemanticCompensation, task: TaskBackend

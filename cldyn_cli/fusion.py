@@ -99,6 +99,7 @@ class Fuser:
     def _tiled(self, ir: torch.Tensor, vis_y: torch.Tensor, tile: int) -> torch.Tensor:
         model = self.model
         height, width = ir.shape[-2:]
+        prior = model.prior(self._put(ir), self._put(vis_y))  # global (a Poisson solve): from the whole image
         # Pass 1: whole-image gradient statistics of the encoder features -> channel attention.
         enc_margin = 3 + 4 * model.config.blocks  # stem 2 + CBs 4L + the gradient's 1
         total, peak, count = 0.0, None, 0
@@ -115,8 +116,9 @@ class Fuser:
         out = torch.empty(ir.shape[0], 1, height, width)
         margin = model.receptive_radius()
         for w in windows(height, width, tile, margin):
-            fused = model(self._put(ir[..., w.wy0:w.wy1, w.wx0:w.wx1]), self._put(vis_y[..., w.wy0:w.wy1, w.wx0:w.wx1]),
-                          channel_attention=attention)
+            window = (..., slice(w.wy0, w.wy1), slice(w.wx0, w.wx1))
+            fused = model(self._put(ir[window]), self._put(vis_y[window]), channel_attention=attention,
+                          prior=None if prior is None else prior[window])
             out[..., w.y0:w.y1, w.x0:w.x1] = fused[(..., *w.core_in_window())].float().cpu()
         return out
 
@@ -198,10 +200,10 @@ def compensated_inference_y(base: InferenceVFN, compensation: "SemanticCompensat
     output is the same in both: the first compensation follows block 0)."""
     vis_y = luminance(vis)
     ir, vis_y = ir.contiguous(memory_format=torch.channels_last), vis_y.contiguous(memory_format=torch.channels_last)
-    first = base.first_features(ir, vis_y)
-    base_y = stretch_output(base.from_first(first, ir, vis_y), base.config)
+    first, prior = base.first_features(ir, vis_y), base.prior(ir, vis_y)
+    base_y = stretch_output(base.from_first(first, ir, vis_y, prior=prior), base.config)
     features = task.features(task_rgb(base_y, vis))
-    fused = base.from_first(first, ir, vis_y, hook=compensation.hook(features))
+    fused = base.from_first(first, ir, vis_y, hook=compensation.hook(features), prior=prior)
     return base_y, stretch_output(fused, base.config)
 
 
@@ -215,6 +217,7 @@ def compensated_y(base: VFN, compensation: "SemanticCompensation", task: "TaskBa
     """
     vis_y = luminance(vis)
     with torch.no_grad():
-        base_y = base(ir, vis_y)
+        prior = base.prior(ir, vis_y)
+        base_y = base(ir, vis_y, prior=prior)
         features = task.features(task_rgb(base_y, vis, clamp))
-    return base_y, base(ir, vis_y, hook=compensation.hook(features))
+    return base_y, base(ir, vis_y, hook=compensation.hook(features), prior=prior)

@@ -132,12 +132,13 @@ def test_missing_onnxruntime_is_refused_before_work_unless_no_check(tmp_path, mo
     assert (tmp_path / "m.onnx").exists()
 
 
-def test_export_keeps_the_residual_output_and_its_clipped_stretch_at_other_sizes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("prior", ["max", "poisson"])
+def test_export_keeps_the_residual_output_and_its_clipped_stretch_at_other_sizes(tmp_path: Path, prior: str) -> None:
     from cldyn_cli.export import check_onnx, export_onnx
     from cldyn_cli.models.vfn import VFN, VFNConfig
 
     torch.manual_seed(0)
-    base = VFN(VFNConfig(blocks=1, residual=True, stretch=True, stretch_clip=0.01)).eval()
+    base = VFN(VFNConfig(blocks=1, residual=True, stretch=True, stretch_clip=0.01, prior=prior)).eval()
     torch.nn.init.normal_(base.decoder.head[3].weight, std=0.3)  # a non-trivial correction of max(IR, Y)
     export_onnx(base, tmp_path / "s.onnx")
     graph = FusionGraph(base).eval()

@@ -33,9 +33,9 @@ def channels_last(*ts: torch.Tensor) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("blocks", [1, 2, 4])
-@pytest.mark.parametrize("residual", [False, True])
-def test_inference_form_equals_the_plain_network(blocks: int, residual: bool) -> None:
-    model = trained_like(VFNConfig(blocks=blocks, residual=residual))
+@pytest.mark.parametrize("residual,prior", [(False, "max"), (True, "max"), (True, "poisson")])
+def test_inference_form_equals_the_plain_network(blocks: int, residual: bool, prior: str) -> None:
+    model = trained_like(VFNConfig(blocks=blocks, residual=residual, prior=prior))
     fast = inference_vfn(model).to(memory_format=torch.channels_last)
     for h, w in [(17, 23), (30, 41), (9, 130)]:
         ir, vis = torch.rand(2, 1, h, w), torch.rand(2, 1, h, w)
@@ -47,9 +47,10 @@ def test_inference_form_equals_the_plain_network(blocks: int, residual: bool) ->
 
 
 @pytest.mark.parametrize("tile", [None, 32])
-@pytest.mark.parametrize("stretch", [False, True])
-def test_fuser_equals_the_plain_network_tiled_or_not(tile, stretch: bool) -> None:
-    model = trained_like(VFNConfig(blocks=2, residual=True, stretch=stretch, stretch_clip=0.01))
+@pytest.mark.parametrize("stretch,prior", [(False, "max"), (True, "max"), (True, "poisson")])
+def test_fuser_equals_the_plain_network_tiled_or_not(tile, stretch: bool, prior: str) -> None:
+    """Exact tiling: the Poisson prior is global, so tiles must use windows of the whole image's."""
+    model = trained_like(VFNConfig(blocks=2, residual=True, stretch=stretch, stretch_clip=0.01, prior=prior))
     ir, vis = torch.rand(1, 1, 71, 95), torch.rand(1, 1, 71, 95)
     with torch.no_grad():
         expected = model(ir, vis)

@@ -152,6 +152,25 @@ def test_loss_weights_and_stretch_reach_the_saved_model(pair_dirs, tmp_path: Pat
     assert bad.exit_code == 2 and "--gradient-target must be one of sobel_max, selected, got 'sobel'" in bad.output
 
 
+def test_a_poisson_prior_model_trains_and_keeps_its_prior(pair_dirs, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cldyn_cli.cli import create_app
+    from cldyn_cli.models.loading import load_vfn
+
+    out, app = tmp_path / "p.safetensors", create_app()
+    args = ["train-base", str(pair_dirs[0].parent), "--steps", "2", "--crop", "32", "--batch-size", "2",
+            "--blocks", "1", "--prior", "poisson", "--quiet", "--device", "cpu"]
+    bad = CliRunner().invoke(app, [*args, "-o", str(out)])
+    assert bad.exit_code == 2 and "prior 'poisson' is for residual models: add --residual" in bad.output
+    assert not out.exists()
+    result = CliRunner().invoke(app, [*args, "--residual", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    model = load_vfn(out)[0]
+    assert (model.config.residual, model.config.prior) == (True, "poisson")
+    assert torch.count_nonzero(model.decoder.head[3].weight) > 0  # the correction trained
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: training on the GPU, pinned batches")
 def test_training_on_the_gpu_starts_from_the_cpu_loss(pair_dirs, tmp_path: Path) -> None:
     """Same seed, same first batch: the first loss (before any update) agrees with the CPU's."""

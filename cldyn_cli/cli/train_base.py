@@ -66,6 +66,10 @@ def train_base_command(
     residual: Annotated[Optional[bool], typer.Option(
         "--residual/--no-residual", help="Let the network predict a correction to the brighter source, "
         "max(IR, Y), instead of the fused image itself.", show_default="no-residual")] = None,
+    prior: Annotated[Optional[str], typer.Option(
+        help="What a --residual network corrects: 'max', the brighter source, or 'poisson', the image whose "
+        "pixel differences follow the locally sharper source (a global solve, for large-scale contrast).",
+        show_default=default_of(TrainBaseConfig, "prior"))] = None,
     log: Annotated[Optional[Path], typer.Option(help="CSV of the loss per step.",
                                                 show_default="OUTPUT with .log.csv")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT's .train-state.safetensors.")] = False,
@@ -87,7 +91,7 @@ def train_base_command(
                                                     intensity_weight=intensity_weight, gradient_weight=gradient_weight,
                                                     gradient_target=gradient_target,
                                                     lr_schedule=lr_schedule, stretch=stretch, stretch_clip=stretch_clip,
-                                                    residual=residual))
+                                                    residual=residual, prior=prior))
     if output.exists() and output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name such as {output / 'base.safetensors'}")
     log_path = log or default_log_path(output)

@@ -218,19 +218,23 @@ class InferenceVFN(nn.Module):
         pass of the same images share them."""
         return self.ir_encoder.first(ir), self.vis_encoder.first(vis_y)
 
-    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor,
-                channel_attention: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor, channel_attention: Optional[torch.Tensor] = None,
+                prior: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The fused Y before any output stretch (:class:`~cldyn_cli.fusion.Fuser` stretches whole images)."""
-        return self.from_first(self.first_features(ir, vis_y), ir, vis_y, channel_attention=channel_attention)
+        return self.from_first(self.first_features(ir, vis_y), ir, vis_y, channel_attention=channel_attention,
+                               prior=prior)
+
+    prior = VFN.prior  # reads only the config
 
     def from_first(self, first: tuple[torch.Tensor, torch.Tensor], ir: torch.Tensor, vis_y: torch.Tensor,
-                   hook: Optional[BlockHook] = None, channel_attention: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The fused Y (no stretch) from :meth:`first_features`; ``hook`` as in :meth:`VFN.encode`."""
+                   hook: Optional[BlockHook] = None, channel_attention: Optional[torch.Tensor] = None,
+                   prior: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The fused Y (no stretch) from :meth:`first_features`; ``hook`` and ``prior`` as in :meth:`VFN.forward`."""
         f_ir = self.ir_encoder.rest(first[0], None if hook is None else lambda i, x: hook("ir", i, x))
         f_vis = self.vis_encoder.rest(first[1], None if hook is None else lambda i, x: hook("vis", i, x))
         fused = self.decoder(self.fusion(f_ir, f_vis, channel_attention))
         if self.config.residual:
-            return fused.add_(torch.maximum(ir, vis_y)).sub_(0.5).clamp_(0.0, 1.0)
+            return fused.add_(self.prior(ir, vis_y) if prior is None else prior).sub_(0.5).clamp_(0.0, 1.0)
         return fused
 
 

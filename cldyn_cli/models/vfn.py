@@ -18,6 +18,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cldyn_cli.config import setting
 from cldyn_cli.models.fast_ops import channels_last_grad, pointwise_conv
+from cldyn_cli.models.prior import PRIORS, residual_prior
 
 SLOPE = 0.2
 
@@ -35,7 +36,8 @@ class VFNConfig:
     stretch: bool = False  # stretch each fused image to the full range [0, 1] (see stretch_range)
     # fraction of pixels the stretch may saturate at each end (0: min to max)
     stretch_clip: float = setting(0.0, min=0.0, max=0.49)
-    residual: bool = False  # predict a correction to max(IR, Y) instead of the fused image itself
+    residual: bool = False  # predict a correction to a prior image instead of the fused image itself
+    prior: str = setting("max", choices=PRIORS)  # what a residual model corrects (models/prior.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -209,14 +211,20 @@ class VFN(nn.Module):
                 self.vis_encoder(vis_y, lambda i, x: hook("vis", i, x)))
 
     def forward(self, ir: torch.Tensor, vis_y: torch.Tensor, hook: Optional[BlockHook] = None,
-                channel_attention: Optional[torch.Tensor] = None, stretch: Optional[bool] = None) -> torch.Tensor:
+                channel_attention: Optional[torch.Tensor] = None, stretch: Optional[bool] = None,
+                prior: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Fused Y; stretched to [0, 1] per image when the config says so (``stretch`` overrides it:
-        training sees the raw output, and tiled fusion stretches the assembled image)."""
+        training sees the raw output, and tiled fusion stretches the assembled image). ``prior``:
+        :meth:`prior` of these images when already computed (two passes over the same images share it)."""
         f_ir, f_vis = self.encode(ir, vis_y, hook)
         fused = self.decoder(self.fusion(f_ir, f_vis, channel_attention))
-        if self.config.residual:  # the decoder's [0, 1] output, centred, corrects the brighter source
-            fused = (torch.maximum(ir, vis_y) + fused - 0.5).clamp(0.0, 1.0)
+        if self.config.residual:  # the decoder's [0, 1] output, centred, corrects the prior image
+            fused = ((self.prior(ir, vis_y) if prior is None else prior) + fused - 0.5).clamp(0.0, 1.0)
         return self.stretched(fused) if (self.config.stretch if stretch is None else stretch) else fused
+
+    def prior(self, ir: torch.Tensor, vis_y: torch.Tensor) -> Optional[torch.Tensor]:
+        """The image a residual model corrects (models/prior.py); None for a model that is not residual."""
+        return residual_prior(ir, vis_y, self.config.prior) if self.config.residual else None
 
     def stretched(self, fused: torch.Tensor) -> torch.Tensor:
         """``fused`` with this model's output stretch applied (whatever the config's on/off switch)."""

@@ -24,6 +24,7 @@ from cldyn_cli.data.pairs import Pair, check_sizes
 from cldyn_cli.errors import UserError
 from cldyn_cli.fusion import to_tensor
 from cldyn_cli.losses import GRADIENT_TARGETS, GRADIENT_WEIGHT, INTENSITY_WEIGHT, fusion_loss
+from cldyn_cli.models.prior import PRIORS
 from cldyn_cli.models.vfn import VFN, VFNConfig, batchnorm_shadowed_biases
 from cldyn_cli.runtime import TRAINING_BLOCKS, reuse_freed_memory
 from cldyn_cli.training.distributed import SINGLE, Ranks, check_batches, data_parallel
@@ -52,7 +53,8 @@ class TrainBaseConfig:
     lr_schedule: str = setting("constant", choices=LR_SCHEDULES)  # cosine: decay to 0 over the run
     stretch: bool = False  # the saved model stretches its output to [0, 1] (training sees the raw output)
     stretch_clip: float = setting(0.0, min=0, max=0.49)  # fraction of pixels the stretch may saturate at each end
-    residual: bool = False  # the network corrects max(IR, Y) rather than drawing the fused image from scratch
+    residual: bool = False  # the network corrects a prior image rather than drawing the fused image from scratch
+    prior: str = setting("max", choices=PRIORS)  # the image a residual network corrects (models/prior.py)
 
     def total_steps(self, n_pairs: int) -> int:
         return self.steps if self.steps is not None else self.epochs * math.ceil(n_pairs / self.batch_size)
@@ -60,7 +62,7 @@ class TrainBaseConfig:
 
 # Settings that must not change between a run and its resumption.
 _RESUME_KEYS = ("crop", "batch_size", "lr", "blocks", "seed", "intensity_weight", "gradient_weight",
-                "gradient_target", "lr_schedule", "residual")
+                "gradient_target", "lr_schedule", "residual", "prior")
 
 
 def learning_rate(config: TrainBaseConfig, step: int, total: int) -> float:
@@ -173,6 +175,8 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
         raise UserError("no training pairs found")
     if config.lr_schedule not in LR_SCHEDULES:
         raise UserError(f"lr_schedule {config.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+    if config.prior != "max" and not config.residual:
+        raise UserError(f"prior {config.prior!r} is for residual models: add --residual")
     check_batches([len(pairs)], config.batch_size, ranks)
     store = PairStore(pairs)
     if device.type == "cpu":
@@ -180,7 +184,7 @@ def train_base(pairs: list[Pair], output: Path, config: TrainBaseConfig, device:
     torch.manual_seed(config.seed)
     # Channels-last runs the narrow (8-32 channel) convolutions faster on CPU, in training too.
     model = VFN(VFNConfig(blocks=config.blocks, stretch=config.stretch,
-                            stretch_clip=config.stretch_clip, residual=config.residual))
+                            stretch_clip=config.stretch_clip, residual=config.residual, prior=config.prior))
     model = model.to(device, memory_format=torch.channels_last).train()
     parallel = data_parallel(model, ranks, device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
