@@ -27,6 +27,13 @@ def test_the_exportable_cosine_matrix_solve_equals_the_fast_transform() -> None:
     assert torch.allclose(_solve_by_matrices(divergence), poisson_solve(divergence), atol=1e-10)
 
 
+def test_half_precision_is_solved_in_single_and_returned_as_given() -> None:
+    divergence = torch.randn(1, 1, 12, 10)
+    solved = poisson_solve(divergence.bfloat16())
+    assert solved.dtype == torch.bfloat16
+    assert torch.allclose(solved.float(), poisson_solve(divergence.bfloat16().float()), atol=1e-2)
+
+
 def test_each_image_of_a_batch_is_solved_on_its_own() -> None:
     ir, vis = torch.rand(3, 1, 20, 24), torch.rand(3, 1, 20, 24)
     whole = gradient_domain(ir, vis)

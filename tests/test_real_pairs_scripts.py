@@ -31,6 +31,10 @@ def test_benchmark_table_has_every_method_the_published_row_and_a_win_count(pair
     assert rows[-1].split("|")[3].strip() == "7.12"  # the cited constant, not a measurement
     assert rows[1].split("|")[-2].strip() != "-" and rows[2].split("|")[-2].strip() == "-"  # only networks timed
     assert "cldyn default is at or above CDDFuse's published value on" in table
+    pixel_max_qabf = rows[3].split("|")[9].strip()
+    assert len(pixel_max_qabf.split(".")[1]) == 3  # measurements keep three decimals
+    assert f"Qabf of cldyn default against the pixel-wise max: TNO {rows[0].split('|')[9].strip()} vs {pixel_max_qabf}." \
+        in table
     assert len(list((tmp_path / "w" / "TNO" / "pixel-wise_max").glob("*.png"))) == 3
 
 

@@ -51,15 +51,17 @@ def poisson_solve(divergence: torch.Tensor) -> torch.Tensor:
 
     The 5-point Laplacian with mirrored borders is diagonal in the type-II cosine transform: one
     transform, a division by its eigenvalues, one inverse. Eager calls use SciPy's fast transform
-    in the input's precision; an ONNX export writes the transforms as products with cosine
+    in single or double precision (as the input's); an ONNX export writes the transforms as products with cosine
     matrices built from the image size (in double precision), which any runtime can run.
     """
     if torch.onnx.is_in_onnx_export():
         return _solve_by_matrices(divergence)
-    spectrum = fft.dctn(divergence.detach().cpu().numpy(), axes=(-2, -1), norm="ortho")
+    exact = divergence.dtype if divergence.dtype in (torch.float32, torch.float64) else torch.float32
+    spectrum = fft.dctn(divergence.detach().to("cpu", exact).numpy(), axes=(-2, -1), norm="ortho")
     spectrum /= _eigenvalues(*divergence.shape[-2:]).astype(spectrum.dtype)
     spectrum[..., 0, 0] = 0.0  # the mean is free in the equation; the caller sets it
-    return torch.from_numpy(fft.idctn(spectrum, axes=(-2, -1), norm="ortho")).to(divergence.device)
+    solution = fft.idctn(spectrum, axes=(-2, -1), norm="ortho")
+    return torch.from_numpy(solution).to(divergence.device, divergence.dtype)
 
 
 def _eigenvalues(height: int, width: int) -> np.ndarray:
