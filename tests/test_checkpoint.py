@@ -41,6 +41,7 @@ def test_embedded_model_loads_with_provenance() -> None:
     model, meta = load_vfn()
     assert embedded_base_path().is_file()
     assert model.config.blocks == 2 and model.config.residual and model.config.stretch  # the shipped recipe
+    assert model.config.prior == "poisson"
     provenance = json.loads(meta["provenance"])
     assert (provenance["pairs"], provenance["steps"], provenance["seed"]) == (171, 1200, 0)
     assert provenance["data"].endswith("roadscene-non-benchmark") and len(provenance["git_commit"]) >= 40
