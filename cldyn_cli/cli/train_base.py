@@ -64,8 +64,8 @@ def train_base_command(
         min=0.0, max=0.49, help="Fraction of pixels the stretch may saturate at each end, so that a few "
         "outliers cannot cancel it.", show_default=default_of(TrainBaseConfig, "stretch_clip"))] = None,
     residual: Annotated[Optional[bool], typer.Option(
-        "--residual/--no-residual", help="Let the network predict a correction to the brighter source, "
-        "max(IR, Y), instead of the fused image itself.", show_default="no-residual")] = None,
+        "--residual/--no-residual", help="Let the network predict a correction to a prior image (--prior) "
+        "instead of the fused image itself.", show_default="no-residual")] = None,
     prior: Annotated[Optional[str], typer.Option(
         help="What a --residual network corrects: 'max', the brighter source, or 'poisson', the image whose "
         "pixel differences follow the locally sharper source (a global solve, for large-scale contrast).",
