@@ -67,7 +67,7 @@ def data_sizes(sizes: Sizes) -> dict[str, Any]:
     return {key: getattr(sizes, key) for key in DATA_SIZES}
 
 
-QUICK = {"det": Sizes(scenes=300, size="256x192", imgsz=192, epochs=20, steps=60),
+QUICK = {"det": Sizes(scenes=300, size="256x192", imgsz=192, epochs=40, steps=60),
          "seg": Sizes(scenes=120, size="128x96", imgsz=96, epochs=30, steps=60),
          "sod": Sizes(scenes=120, size="128x128", imgsz=96, epochs=30, steps=60)}
 FULL = {"det": Sizes(scenes=1000, size="320x256", imgsz=256, epochs=60, steps=400),
