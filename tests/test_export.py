@@ -139,7 +139,7 @@ def test_export_keeps_the_residual_output_and_its_clipped_stretch_at_other_sizes
 
     torch.manual_seed(0)
     base = VFN(VFNConfig(blocks=1, residual=True, stretch=True, stretch_clip=0.01, prior=prior)).eval()
-    torch.nn.init.normal_(base.decoder.head[3].weight, std=0.3)  # a non-trivial correction of max(IR, Y)
+    torch.nn.init.normal_(base.decoder.head[3].weight, std=0.3)  # a non-trivial correction of its prior
     export_onnx(base, tmp_path / "s.onnx")
     graph = FusionGraph(base).eval()
     for height, width in [(75, 101), (40, 33)]:

@@ -11,7 +11,6 @@ to correct it locally.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import fft
@@ -51,25 +50,27 @@ def poisson_solve(divergence: torch.Tensor) -> torch.Tensor:
 
     The 5-point Laplacian with mirrored borders is diagonal in the type-II cosine transform: one
     transform, a division by its eigenvalues, one inverse. Eager calls use SciPy's fast transform
-    in single or double precision (as the input's); an ONNX export writes the transforms as products with cosine
-    matrices built from the image size (in double precision), which any runtime can run.
+    in single or double precision (as the input's); an ONNX export writes the transforms as products
+    with cosine matrices built from the image size (in double precision), which any runtime can run.
     """
     if torch.onnx.is_in_onnx_export():
         return _solve_by_matrices(divergence)
     exact = divergence.dtype if divergence.dtype in (torch.float32, torch.float64) else torch.float32
+    h, w = divergence.shape[-2:]
     spectrum = fft.dctn(divergence.detach().to("cpu", exact).numpy(), axes=(-2, -1), norm="ortho")
-    spectrum /= _eigenvalues(*divergence.shape[-2:]).astype(spectrum.dtype)
+    spectrum /= _eigenvalues(torch.tensor(h), torch.tensor(w)).numpy().astype(spectrum.dtype)
     spectrum[..., 0, 0] = 0.0  # the mean is free in the equation; the caller sets it
     solution = fft.idctn(spectrum, axes=(-2, -1), norm="ortho")
     return torch.from_numpy(solution).to(divergence.device, divergence.dtype)
 
 
-def _eigenvalues(height: int, width: int) -> np.ndarray:
-    """The Laplacian's eigenvalue of each cosine mode, the constant mode's set to 1 (it is dropped)."""
-    eigen = (2 * np.cos(np.pi * np.arange(height) / height) - 2)[:, None] \
-        + (2 * np.cos(np.pi * np.arange(width) / width) - 2)[None, :]
-    eigen[0, 0] = 1.0
-    return eigen
+def _eigenvalues(height: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """The Laplacian's eigenvalue of each cosine mode (double precision), the constant mode's (the
+    only zero) set to 1 so that dividing by it is harmless: its coefficient is dropped. The sizes
+    are 0-d tensors, so that an export keeps them dynamic."""
+    rows, cols = torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64)
+    eigen = (2 * torch.cos(torch.pi * rows / height) - 2)[:, None] + (2 * torch.cos(torch.pi * cols / width) - 2)[None, :]
+    return torch.where(eigen == 0, 1.0, eigen)
 
 
 def _cosine_matrix(n: torch.Tensor) -> torch.Tensor:
@@ -84,9 +85,7 @@ def _solve_by_matrices(divergence: torch.Tensor) -> torch.Tensor:
     """:func:`poisson_solve` with the transforms as matrix products (for graphs)."""
     h, w = torch.tensor(divergence.shape[-2]), torch.tensor(divergence.shape[-1])
     ch, cw = _cosine_matrix(h), _cosine_matrix(w)
-    spectrum = ch @ divergence.double() @ cw.T
-    rows, cols = torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64)
-    eigen = (2 * torch.cos(torch.pi * rows / h) - 2)[:, None] + (2 * torch.cos(torch.pi * cols / w) - 2)[None, :]
-    constant = (rows[:, None] == 0) & (cols[None, :] == 0)
-    spectrum = torch.where(constant, torch.zeros_like(spectrum), spectrum / torch.where(constant, 1.0, eigen))
+    eigen = _eigenvalues(h, w)
+    spectrum = ch @ divergence.double() @ cw.T / eigen
+    spectrum = torch.where(eigen == 1, torch.zeros_like(spectrum), spectrum)  # drop the constant mode
     return (ch.T @ spectrum @ cw).to(divergence.dtype)
