@@ -92,7 +92,7 @@ def test_training_lowers_the_loss_and_weights_round_trip(fmb, tmp_path):
     yaml_config.write_text(f"num_classes: {NUM_CLASSES}\n")
     untrained = load(config=yaml_config)
     batch = first_batch(untrained, fmb)
-    state = train_toyseg(fmb, steps=25, seed=0, num_classes=NUM_CLASSES)
+    state = train_toyseg(fmb, steps=25, seed=0, config=config)
     weights = tmp_path / "toyseg.safetensors"
     save_toyseg(state, weights, config)
     trained = load(weights=weights)
@@ -103,7 +103,7 @@ def test_training_lowers_the_loss_and_weights_round_trip(fmb, tmp_path):
 
 
 def test_training_repeats_exactly(fmb):
-    first, second = (train_toyseg(fmb, steps=2, seed=3, num_classes=NUM_CLASSES) for _ in range(2))
+    first, second = (train_toyseg(fmb, steps=2, seed=3, config=ToySegConfig(num_classes=NUM_CLASSES)) for _ in range(2))
     assert all(torch.equal(first[key], second[key]) for key in first)
 
 
@@ -128,3 +128,23 @@ def test_module_main_writes_weights_the_task_loads(tmp_path: Path) -> None:
     assert load_toyseg(TaskOptions(weights=tmp_path / "seg.safetensors")).num_classes == 7
     with pytest.raises(SystemExit, match="usage"):
         main([])
+
+
+def test_width_and_depth_shape_the_network_and_travel_with_its_weights(tmp_path: Path) -> None:
+    """depth adds middle convolutions dilated 2, 4, 8; the saved config rebuilds the same network."""
+    from cldyn_cli.builtin_tasks.toyseg import build_net
+
+    config = ToySegConfig(num_classes=NUM_CLASSES, width=8, depth=3)
+    net = build_net(config)
+    convs = [m for m in net.mid if isinstance(m, torch.nn.Conv2d)]
+    assert [c.dilation for c in convs] == [(2, 2), (4, 4), (8, 8)]
+    assert [c.in_channels for c in convs] == [8, 16, 16] and net.head.in_channels == 16
+    assert net(torch.rand(1, 3, 20, 30)).shape == (1, NUM_CLASSES, 20, 30)
+    save_toyseg(net.state_dict(), tmp_path / "deep.safetensors", config)
+    loaded = load(weights=tmp_path / "deep.safetensors")
+    image = torch.rand(1, 3, 24, 24)
+    assert torch.equal(loaded.net(image), net(image))
+    assert loaded.features(image).shape == (1, 16, 12, 12)  # "mid" is the last dilated convolution's output
+    yaml_config = tmp_path / "deep.yaml"
+    yaml_config.write_text("width: 8\ndepth: 2\n")
+    assert len(load(config=yaml_config).net.mid) == 4

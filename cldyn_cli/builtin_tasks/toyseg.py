@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -39,16 +39,27 @@ class ToySegConfig:
 
     num_classes: int = setting(15, min=2, max=254)  # FMB: background + 14 classes (255 = ignore)
     seed: int = setting(0, min=0)  # initialises the untrained network
+    width: int = setting(16, min=4, max=256)  # channels of the first layers (the middle has twice as many)
+    depth: int = setting(1, min=1, max=6)  # middle convolutions, dilated 2, 4, 8, ...: a wider view of the scene
 
 
 class ToySegNet(nn.Module):
-    """Four convolutions (~8k parameters), logits at the input's resolution."""
+    """A stem, a stride-2 convolution, ``depth`` dilated ones and a 1x1 head; logits at the input's size.
 
-    def __init__(self, num_classes: int, width: int = 16) -> None:
+    The defaults (width 16, depth 1: four convolutions, ~8k parameters) keep tests and demos fast; a
+    wider and deeper one (e.g. width 32, depth 4) sees whole objects and is a useful segmenter.
+    """
+
+    def __init__(self, num_classes: int, width: int = 16, depth: int = 1) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU())
         self.down = nn.Sequential(nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU())
-        self.mid = nn.Sequential(nn.Conv2d(width, 2 * width, 3, padding=2, dilation=2), nn.ReLU())
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            dilation = 2 ** (i + 1)
+            layers += [nn.Conv2d(width if i == 0 else 2 * width, 2 * width, 3, padding=dilation, dilation=dilation),
+                       nn.ReLU()]
+        self.mid = nn.Sequential(*layers)
         self.head = nn.Conv2d(2 * width, num_classes, 1)
 
     def forward(self, rgb: Tensor) -> Tensor:
@@ -60,7 +71,7 @@ def build_net(config: ToySegConfig) -> ToySegNet:
     """A freshly initialised network, the same for the same seed, leaving the global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return ToySegNet(config.num_classes)
+        return ToySegNet(config.num_classes, config.width, config.depth)
 
 
 def segmentation_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -184,7 +195,7 @@ def load_toyseg(options: TaskOptions) -> ToySegBackend:
     if options.weights is not None:
         tensors, metadata = load_checkpoint(options.weights, FORMAT)
         config = build(ToySegConfig, metadata_json(metadata, "config", options.weights), str(options.weights))
-        net = ToySegNet(config.num_classes)
+        net = ToySegNet(config.num_classes, config.width, config.depth)
         try:
             net.load_state_dict(tensors)
         except RuntimeError as exc:
@@ -194,18 +205,20 @@ def load_toyseg(options: TaskOptions) -> ToySegBackend:
     return ToySegBackend(net, options.feature_layer or DEFAULT_LAYER, options.device)
 
 
-def train_toyseg(root: Path, steps: int = 100, seed: int = 0, *, num_classes: int = 15, split: str = "train",
-                 inputs: Callable[[Batch], Tensor] = lambda batch: batch.vis, batch_size: int = 4,
-                 lr: float = 0.01) -> dict[str, Tensor]:
-    """Train from scratch for ``steps`` Adam steps; returns the state dict (save it with save_toyseg).
+def train_toyseg(root: Path, steps: int = 100, seed: int = 0, *, config: Optional[ToySegConfig] = None,
+                 split: str = "train", inputs: Callable[[Batch], Tensor] = lambda batch: batch.vis,
+                 batch_size: int = 4, lr: float = 0.01) -> dict[str, Tensor]:
+    """Train from scratch for ``steps`` Adam steps; returns the state dict (save it with save_toyseg,
+    with the same ``config``; its ``seed`` is ignored, ``seed`` drives initialisation and batch order).
 
     ``inputs`` picks the image the network learns from: the visible image by default, or pass a
     fusion function of the batch to train on fused images. Repeats exactly for the same seed.
     """
+    config = config or ToySegConfig()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = ToySegNet(num_classes)
-        data = FmbSegmentation(root, split, num_classes)
+        net = ToySegNet(config.num_classes, config.width, config.depth)
+        data = FmbSegmentation(root, split, config.num_classes)
         loader = DataLoader(data, batch_size=batch_size, shuffle=True, collate_fn=collate,
                             generator=torch.Generator().manual_seed(seed))
         optimiser = torch.optim.Adam(net.parameters(), lr=lr)
@@ -236,7 +249,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit("usage: python -m cldyn_cli.builtin_tasks.toyseg FMB_ROOT OUT.safetensors [STEPS]")
     config = ToySegConfig(num_classes=len(CLASSES))
     steps = int(argv[2]) if len(argv) == 3 else 200
-    save_toyseg(train_toyseg(Path(argv[0]), steps, num_classes=config.num_classes), Path(argv[1]), config)
+    save_toyseg(train_toyseg(Path(argv[0]), steps, config=config), Path(argv[1]), config)
 
 
 if __name__ == "__main__":
