@@ -36,8 +36,8 @@ def world(tmp_path_factory) -> dict[str, Path]:
     """Synthetic FMB scenes, a trained toyseg network and a base model (the shipped one)."""
     root = tmp_path_factory.mktemp("loop")
     write_dataset(root / "fmb", n=20, width=48, height=32, seed=5, layout="fmb")
-    state = train_toyseg(root / "fmb", steps=60, seed=0, config=ToySegConfig(num_classes=len(CLASSES)))
-    save_toyseg(state, root / "seg.safetensors", ToySegConfig(num_classes=len(CLASSES)))
+    config = ToySegConfig(num_classes=len(CLASSES))
+    save_toyseg(train_toyseg(root / "fmb", steps=60, seed=0, config=config), root / "seg.safetensors", config)
     base, _ = load_vfn()
     save_vfn(base, root / "base.safetensors", {"note": "copy of the shipped model"})
     return {"root": root, "data": root / "fmb", "seg": root / "seg.safetensors", "base": root / "base.safetensors"}

@@ -50,8 +50,9 @@ class ToySegNet(nn.Module):
     wider and deeper one (e.g. width 32, depth 4) sees whole objects and is a useful segmenter.
     """
 
-    def __init__(self, num_classes: int, width: int = 16, depth: int = 1) -> None:
+    def __init__(self, config: ToySegConfig) -> None:
         super().__init__()
+        num_classes, width, depth = config.num_classes, config.width, config.depth
         self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU())
         self.down = nn.Sequential(nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU())
         layers: list[nn.Module] = []
@@ -71,7 +72,7 @@ def build_net(config: ToySegConfig) -> ToySegNet:
     """A freshly initialised network, the same for the same seed, leaving the global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return ToySegNet(config.num_classes, config.width, config.depth)
+        return ToySegNet(config)
 
 
 def segmentation_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -195,7 +196,7 @@ def load_toyseg(options: TaskOptions) -> ToySegBackend:
     if options.weights is not None:
         tensors, metadata = load_checkpoint(options.weights, FORMAT)
         config = build(ToySegConfig, metadata_json(metadata, "config", options.weights), str(options.weights))
-        net = ToySegNet(config.num_classes, config.width, config.depth)
+        net = ToySegNet(config)
         try:
             net.load_state_dict(tensors)
         except RuntimeError as exc:
@@ -217,7 +218,7 @@ def train_toyseg(root: Path, steps: int = 100, seed: int = 0, *, config: Optiona
     config = config or ToySegConfig()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = ToySegNet(config.num_classes, config.width, config.depth)
+        net = ToySegNet(config)
         data = FmbSegmentation(root, split, config.num_classes)
         loader = DataLoader(data, batch_size=batch_size, shuffle=True, collate_fn=collate,
                             generator=torch.Generator().manual_seed(seed))
