@@ -4,7 +4,8 @@ For one task (det, seg or sod) and several seeds:
   1. synthetic scenes in the task's layout (`cldyn synth`), every fifth one held out for testing;
   2. base fusion of every scene (`cldyn fuse`);
   3. the task network trained on the base-fused training scenes (det: `cldyn yolo train`; seg: the
-     built-in toyseg network, widened and deepened; sod: `cldyn ctdnet train`) and scored on the
+     built-in toyseg network, widened and deepened, or with --segmenter segformer a small SegFormer
+     (`cldyn mmseg train`); sod: `cldyn ctdnet train`) and scored on the
      held-out base-fused scenes; below a useful level (det: mAP50 0.5) the comparison means little,
      which is printed loudly and recorded as "useful": false;
   4. per seed: the compensation trained against that frozen network (`cldyn compensate`), the
@@ -42,7 +43,8 @@ import yaml
 FUSION_METRICS = "EN,SD,SF,AG,MI,VIF,Qabf,SSIM"
 USEFUL = {"det": ("mAP50", 0.5), "seg": ("mIoU", 0.3), "sod": ("maxF", 0.6)}
 # The task's own metrics to report, and whether higher is better.
-TASK_METRICS = {"det": {"mAP50": True, "mAP50-95": True}, "seg": {"mIoU": True, "pixel_acc": True},
+TASK_METRICS = {"det": {"mAP50": True, "mAP50-95": True},
+                "seg": {"mIoU": True, "pixel_acc": True, "mAcc": True, "aAcc": True},  # toyseg / MMSeg names
                 "sod": {"maxF": True, "meanF": True, "Sm": True, "MAE": False}}
 
 
@@ -75,7 +77,9 @@ FULL = {"det": Sizes(scenes=1000, size="320x256", imgsz=256, epochs=60, steps=40
         "sod": Sizes(scenes=500, size="256x256", imgsz=192, epochs=100, steps=300)}
 # toyseg wide and deep enough to see whole objects (the default, 8k parameters, stays under mIoU 0.3);
 # ~140k parameters, Adam at 3e-3 (at 1e-2 it learned less: mIoU 0.12 after 300 quick steps).
-SEGMENTER, SEGMENTER_LR = {"width": 32, "depth": 4}, 0.003
+TOYSEG, TOYSEG_LR = {"width": 32, "depth": 4}, 0.003
+# A SegFormer of MiT-b0's widths with one block per stage (cldyn-plugin-mmseg's demo network, wider).
+SEGFORMER = {"embed": 32, "layers": [1, 1, 1, 1], "lr": 2e-3}
 # Easier detection scenes than the natural street mix: two classes, no tiny objects.
 DET_SCENES = ("--classes", "People,Car", "--min-object-height", "0.2")
 
@@ -162,7 +166,8 @@ class Task:
         if record.is_file():
             saved = json.loads(record.read_text())
             same = {key: saved["sizes"].get(key) for key in DATA_SIZES} == data_sizes(self.sizes)
-            if same and saved["cross_models"] == self.cross_models:
+            plugin = saved.get("plugin", TASKS[self.name].plugin)  # records before --segmenter: the default
+            if same and saved["cross_models"] == self.cross_models and plugin == self.plugin:
                 fields = {k: Path(v) if k not in ("split", "cross") else v for k, v in saved["data"].items()}
                 return TaskData(**{**fields, "cross": {k: Path(v) for k, v in saved["data"]["cross"].items()}})
         root = work / "scenes"
@@ -188,6 +193,7 @@ class Task:
                 print(f"[closed-loop] skipping cross network {model}: {exc}", file=sys.stderr)
         data = TaskData(root, test_ir, test_vis, self.splits[1], fused[self.splits[1]], weights, cross)
         record.write_text(json.dumps({"sizes": data_sizes(self.sizes), "cross_models": self.cross_models,
+                                      "plugin": self.plugin,
                                       "data": json.loads(json.dumps(asdict(data), default=str))}, indent=2))
         return data
 
@@ -249,8 +255,8 @@ class Seg(Task):
                 return task_rgb(base(batch.ir, luminance(batch.vis)), batch.vis)
 
         weights = out.with_suffix(".safetensors")
-        config = ToySegConfig(num_classes=len(CLASSES), **SEGMENTER)
-        state = train_toyseg(root, self.sizes.epochs * 10, seed, config=config, inputs=fused, lr=SEGMENTER_LR)
+        config = ToySegConfig(num_classes=len(CLASSES), **TOYSEG)
+        state = train_toyseg(root, self.sizes.epochs * 10, seed, config=config, inputs=fused, lr=TOYSEG_LR)
         save_toyseg(state, weights, config)
         return weights
 
@@ -273,7 +279,34 @@ class Sod(Task):
         return weights
 
 
+class SegFormer(Seg):
+    """Segmentation on FMB-layout scenes with a small SegFormer (MMSegmentation) trained from scratch."""
+
+    plugin = "mmseg"
+
+    def train(self, root: Path, fused: dict[str, Path], out: Path, seed: int, model: Optional[str]) -> Path:
+        """`cldyn mmseg train` on the base-fused training scenes, at the scenes' own size."""
+        from cldyn_cli.data.synth import CLASSES
+
+        width, height = (int(v) for v in self.sizes.size.split("x"))
+        embed = SEGFORMER["embed"]
+        config = out.parent / "segformer.yaml"
+        config.write_text(yaml.safe_dump({
+            "config": "mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py",
+            "classes": list(CLASSES), "size": [height, width],
+            "cfg_options": {"model.backbone.embed_dims": embed, "model.backbone.num_heads": [1, 2, 4, 8],
+                            "model.backbone.num_layers": SEGFORMER["layers"],
+                            "model.decode_head.in_channels": [embed, embed * 2, embed * 4, embed * 8],
+                            "model.decode_head.channels": embed * 4}}))
+        weights = out.with_suffix(".pth")
+        self.run.cldyn("mmseg", "train", root, "--images", fused["train"], "--task-config", config, "-o", weights,
+                       "--steps", self.sizes.epochs * 10, "--batch-size", 8, "--lr", SEGFORMER["lr"],
+                       "--seed", seed, "--device", self.run.device, "--quiet", name="train-segformer")
+        return weights
+
+
 TASKS = {"det": Det, "seg": Seg, "sod": Sod}
+SEGMENTERS = {"toyseg": Seg, "segformer": SegFormer}
 
 
 def compensation_config(path: Path, settings: list[str]) -> Path:
@@ -372,6 +405,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         help="name of this variant: its compensations and scores go to WORK/runs/NAME, while "
                              "scenes and task networks are shared by every variant of the same scenes, size, "
                              "imgsz and epochs (steps and batch may differ)")
+    parser.add_argument("--segmenter", choices=sorted(SEGMENTERS), default="toyseg",
+                        help="seg: the task network, the built-in toyseg or a small SegFormer (needs "
+                             "cldyn-plugin-mmseg)")
     parser.add_argument("--threads", type=int, default=2, help="OMP threads of each command")
     parser.add_argument("--device", default="cpu", help="where every command runs (cpu, cuda, cuda:N); toyseg "
                         "(seg) trains on the CPU, it is tiny")
@@ -387,7 +423,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     runs = work / "runs" / args.name
     runs.mkdir(parents=True, exist_ok=True)
     runner = Runner(runs / "logs", work / "ultralytics", args.threads, args.device)
-    task = TASKS[args.task](runner, sizes, [m for m in cross.split(",") if m])
+    kind = SEGMENTERS[args.segmenter] if args.task == "seg" else TASKS[args.task]
+    task = kind(runner, sizes, [m for m in cross.split(",") if m])
     config = compensation_config(runs / "compensate.yaml", args.set)
     seeds = list(range(args.seeds))
     start = time.time()
@@ -410,6 +447,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU time says more than wall time on a shared machine
     doc = collect(args.task, seeds, results, useful, sizes, args, (time.time() - start) / 60,
                   (usage.ru_utime + usage.ru_stime - cpu_start) / 60)
+    doc["plugin"] = task.plugin  # which task network: det, toyseg, mmseg or sod
     print_table(doc)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")

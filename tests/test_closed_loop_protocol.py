@@ -11,6 +11,7 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,3 +95,43 @@ def test_ablation_row_reports_steps_wins_and_the_largest_fusion_change() -> None
     row = table.ablation_table([("tau", doc)]).splitlines()[-1]
     assert row.startswith("| tau | tau_end=0.05 | 240 x 4 | mAP50 | 0.5000 ± 0.0000 | 0.5050 ± 0.0212 |")
     assert row.endswith("| +0.0200, -0.0100 | 1/2 | SD -4.0% |")
+
+
+class _Recorder:
+    """A runner that records the `cldyn` commands the protocol would run."""
+
+    device = "cpu"
+
+    def __init__(self) -> None:
+        self.commands: list[list[str]] = []
+
+    def cldyn(self, *args, name: str) -> None:
+        self.commands.append([str(a) for a in args])
+
+
+def test_segformer_trains_at_the_scene_size_with_its_own_plugin(tmp_path: Path) -> None:
+    cl = protocol()
+    runner = _Recorder()
+    task = cl.SegFormer(runner, cl.replace(cl.QUICK["seg"], size="128x96", epochs=7), [])
+    weights = task.train(tmp_path / "scenes", {"train": tmp_path / "base-train"}, tmp_path / "task", 3, None)
+    assert weights == tmp_path / "task.pth" and task.plugin == "mmseg"
+    (command,) = runner.commands
+    assert command[:3] == ["mmseg", "train", str(tmp_path / "scenes")]
+    options = dict(zip(command[3::2], command[4::2]))
+    assert options["--images"] == str(tmp_path / "base-train") and options["--steps"] == "70"
+    assert options["--seed"] == "3" and options["-o"] == str(weights)
+    config = yaml.safe_load(Path(options["--task-config"]).read_text())
+    assert config["size"] == [96, 128]  # height, width of the scenes
+    embed = cl.SEGFORMER["embed"]
+    assert config["cfg_options"]["model.decode_head.in_channels"] == [embed, embed * 2, embed * 4, embed * 8]
+
+
+def test_networks_of_another_segmenter_are_not_reused(tmp_path: Path) -> None:
+    cl = protocol()
+    data = {"root": str(tmp_path), "test_ir": "ir", "test_vis": "vi", "split": "test", "base_test": "b",
+            "weights": "w.safetensors", "cross": {}}
+    (tmp_path / "prepared.json").write_text(json.dumps({"sizes": cl.data_sizes(cl.QUICK["seg"]), "cross_models": [],
+                                                        "plugin": "toyseg", "data": data}))
+    assert cl.Seg(_NoRuns(), cl.QUICK["seg"], []).prepare(tmp_path, 0).weights == Path("w.safetensors")
+    with pytest.raises(AssertionError, match="ran synth"):  # a toyseg is no SegFormer: made again
+        cl.SegFormer(_NoRuns(), cl.QUICK["seg"], []).prepare(tmp_path, 0)
