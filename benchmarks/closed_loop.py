@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -81,7 +81,7 @@ FULL = {"det": Sizes(scenes=1000, size="320x256", imgsz=256, epochs=10, steps=40
 # ~140k parameters, Adam at 3e-3 (at 1e-2 it learned less: mIoU 0.12 after 300 quick steps).
 TOYSEG, TOYSEG_LR = {"width": 32, "depth": 4}, 0.003
 # A SegFormer of MiT-b0's widths with one block per stage (cldyn-plugin-mmseg's demo network, wider).
-SEGFORMER = {"embed": 32, "layers": [1, 1, 1, 1], "lr": 2e-3}
+SEGFORMER = {"width": 32, "blocks": 1, "lr": 2e-3}
 # Easier detection scenes than the natural street mix: two classes, no tiny objects.
 DET_SCENES = ("--classes", "People,Car", "--min-object-height", "0.2")
 
@@ -291,15 +291,11 @@ class SegFormer(Seg):
         from cldyn_cli.data.synth import CLASSES
 
         width, height = (int(v) for v in self.sizes.size.split("x"))
-        embed = SEGFORMER["embed"]
         config = out.parent / "segformer.yaml"
         config.write_text(yaml.safe_dump({
             "config": "mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py",
             "classes": list(CLASSES), "size": [height, width],
-            "cfg_options": {"model.backbone.embed_dims": embed, "model.backbone.num_heads": [1, 2, 4, 8],
-                            "model.backbone.num_layers": SEGFORMER["layers"],
-                            "model.decode_head.in_channels": [embed, embed * 2, embed * 4, embed * 8],
-                            "model.decode_head.channels": embed * 4}}))
+            "mit_width": SEGFORMER["width"], "mit_blocks": SEGFORMER["blocks"]}))
         weights = out.with_suffix(".pth")
         self.run.cldyn("mmseg", "train", root, "--images", fused["train"], "--task-config", config, "-o", weights,
                        "--steps", self.sizes.epochs * 10, "--batch-size", 8, "--lr", SEGFORMER["lr"],
@@ -407,25 +403,34 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         help="name of this variant: its compensations and scores go to WORK/runs/NAME, while "
                              "scenes and task networks are shared by every variant of the same scenes, size, "
                              "imgsz and epochs (steps and batch may differ)")
-    parser.add_argument("--segmenter", choices=sorted(SEGMENTERS), default="toyseg",
-                        help="seg: the task network, the built-in toyseg or a small SegFormer (needs "
+    parser.add_argument("--segmenter", choices=sorted(SEGMENTERS), default=None,
+                        help="seg: the task network, the built-in toyseg (default) or a small SegFormer (needs "
                              "cldyn-plugin-mmseg)")
     parser.add_argument("--threads", type=int, default=2, help="OMP threads of each command")
     parser.add_argument("--device", default="cpu", help="where every command runs (cpu, cuda, cuda:N); toyseg "
                         "(seg) trains on the CPU, it is tiny")
     args = parser.parse_args(argv)
+    if args.segmenter is not None and args.task != "seg":
+        parser.error(f"--segmenter applies to --task seg only, not {args.task}")
+    if args.cross and args.task != "det":
+        parser.error(f"--cross applies to --task det only, not {args.task}")
     sizes = (QUICK if args.quick else FULL)[args.task]
     for item in args.size:
         key, _, value = item.partition("=")
-        kind = type(getattr(sizes, key))
-        sizes = replace(sizes, **{key: kind(value)})
+        names = [field.name for field in fields(Sizes)]
+        if key not in names:
+            parser.error(f"--size {item!r}: expected KEY=VALUE with KEY one of {', '.join(names)}")
+        try:
+            sizes = replace(sizes, **{key: type(getattr(sizes, key))(value)})
+        except ValueError:
+            parser.error(f"--size {item!r}: {value!r} is not a valid {key}")
     cross = args.cross if args.cross is not None else ("" if args.quick or args.task != "det"
                                                       else "yolo11n.yaml,rtdetr-l.yaml")
     work = (args.work or Path("build") / f"closed-loop-{args.task}").resolve()
     runs = work / "runs" / args.name
     runs.mkdir(parents=True, exist_ok=True)
     runner = Runner(runs / "logs", work / "ultralytics", args.threads, args.device)
-    kind = SEGMENTERS[args.segmenter] if args.task == "seg" else TASKS[args.task]
+    kind = SEGMENTERS[args.segmenter or "toyseg"] if args.task == "seg" else TASKS[args.task]
     task = kind(runner, sizes, [m for m in cross.split(",") if m])
     config = compensation_config(runs / "compensate.yaml", args.set)
     seeds = list(range(args.seeds))

@@ -48,12 +48,8 @@ cat > "$work/segformer-tiny.yaml" <<EOF
 config: mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py
 classes: [background, person, car, bus, motorcycle, lamp, truck]
 size: [$height, $width]
-cfg_options:
-  model.backbone.embed_dims: $EMBED
-  model.backbone.num_heads: [1, 2, 4, 8]
-  model.backbone.num_layers: [1, 1, 1, 1]
-  model.decode_head.in_channels: [$EMBED, $((EMBED * 2)), $((EMBED * 4)), $((EMBED * 8))]
-  model.decode_head.channels: $((EMBED * 4))
+mit_width: $EMBED
+mit_blocks: 1
 EOF
 $cldyn mmseg train "$work/fmb" --images "$work/base-train" --task-config "$work/segformer-tiny.yaml" \
     -o "$work/segformer.pth" --steps "$SEG_STEPS" --batch-size 8 --lr 2e-3 --seed 0 --device cpu --quiet

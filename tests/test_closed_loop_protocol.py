@@ -122,8 +122,7 @@ def test_segformer_trains_at_the_scene_size_with_its_own_plugin(tmp_path: Path) 
     assert options["--seed"] == "3" and options["-o"] == str(weights)
     config = yaml.safe_load(Path(options["--task-config"]).read_text())
     assert config["size"] == [96, 128]  # height, width of the scenes
-    embed = cl.SEGFORMER["embed"]
-    assert config["cfg_options"]["model.decode_head.in_channels"] == [embed, embed * 2, embed * 4, embed * 8]
+    assert (config["mit_width"], config["mit_blocks"]) == (cl.SEGFORMER["width"], cl.SEGFORMER["blocks"])
 
 
 def test_networks_of_another_segmenter_are_not_reused(tmp_path: Path) -> None:
@@ -135,3 +134,15 @@ def test_networks_of_another_segmenter_are_not_reused(tmp_path: Path) -> None:
     assert cl.Seg(_NoRuns(), cl.QUICK["seg"], []).prepare(tmp_path, 0).weights == Path("w.safetensors")
     with pytest.raises(AssertionError, match="ran synth"):  # a toyseg is no SegFormer: made again
         cl.SegFormer(_NoRuns(), cl.QUICK["seg"], []).prepare(tmp_path, 0)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "det", "--segmenter", "segformer"], "--segmenter applies to --task seg only, not det"),
+    (["--task", "sod", "--cross", "yolo11n.yaml"], "--cross applies to --task det only, not sod"),
+    (["--task", "det", "--size", "epoch=5"], "--size 'epoch=5': expected KEY=VALUE with KEY one of scenes, size"),
+    (["--task", "det", "--size", "steps=many"], "--size 'steps=many': 'many' is not a valid steps"),
+])
+def test_options_that_do_not_apply_are_refused(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        protocol().main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -8,9 +8,14 @@ one and adjusts it for the data, without environment variables::
     classes: [background, person, car, bus, motorcycle, lamp, truck]       # names; sets num_classes
     num_classes: 7          # when no names are given
     size: [512, 384]        # network input (H, W), or one number; images and masks are resized to it
-    cfg_options:            # any other MMEngine dotted-key override of the config
-      model.backbone.embed_dims: 16
+    mit_width: 16           # a SegFormer's MiT encoder at another width (32 = MiT-b0), see below
+    mit_blocks: 1           # ... with this many transformer blocks per stage (MiT-b0: 2)
+    cfg_options:            # any other MMEngine dotted-key override of the config (applied last)
+      model.decode_head.dropout_ratio: 0.0
     seed: 0                 # initialises the network when no weights are given
+
+``mit_width: W`` scales a MixVisionTransformer the way the MiT family grows: stage widths W, 2W, 4W,
+8W with 1, 2, 4, 8 attention heads, and an all-MLP head of 4W channels reading all four stages.
 
 Resolution, first match wins: the architecture comes from the YAML's ``config`` (or the ``.py``),
 else from the checkpoint (MMEngine checkpoints carry their config as ``meta.cfg``), else from the
@@ -49,6 +54,8 @@ class SegTaskConfig:
     num_classes: int | None = None
     classes: list[str] | None = None
     size: int | list[int] | None = None
+    mit_width: int | None = None
+    mit_blocks: int | None = None
     cfg_options: dict[str, Any] | None = None
     seed: int = 0
 
@@ -108,6 +115,10 @@ def read_task_config(path: Path | None) -> tuple[SegTaskConfig, Path | None]:
         raise UserError(f"'classes' in {path} must be a non-empty list of class names")
     if task.num_classes is not None and (not isinstance(task.num_classes, int) or task.num_classes < 1):
         raise UserError(f"'num_classes' in {path} must be a positive integer")
+    for key in ("mit_width", "mit_blocks"):
+        value = getattr(task, key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise UserError(f"'{key}' in {path} must be a positive integer; got {value!r}")
     if task.cfg_options is not None and not isinstance(task.cfg_options, dict):
         raise UserError(f"'cfg_options' in {path} must be a mapping of dotted.key: value")
     return task, path.parent
@@ -253,6 +264,18 @@ def config_from_text(text: str) -> Any:
     return Config(values)
 
 
+def mit_options(width: int | None, blocks: int | None) -> dict[str, Any]:
+    """MMEngine overrides that scale a SegFormer's MiT encoder and head (``mit_width``, ``mit_blocks``)."""
+    options: dict[str, Any] = {}
+    if width is not None:
+        options.update({"model.backbone.embed_dims": width, "model.backbone.num_heads": [1, 2, 4, 8],
+                        "model.decode_head.in_channels": [width, width * 2, width * 4, width * 8],
+                        "model.decode_head.channels": width * 4})
+    if blocks is not None:
+        options["model.backbone.num_layers"] = [blocks] * 4
+    return options
+
+
 def _load_cfg(path: Path, trust: bool = False) -> Any:
     """An MMSeg ``.py`` config. It is Python that MMEngine runs, so only the configs shipped inside
     mmseg are read without ``trust`` (--trust-checkpoint)."""
@@ -292,14 +315,17 @@ def resolve(config_path: Path | None, weights: Path | None, trust: bool = False)
     else:
         path = resolve_config_path(DEFAULT_CONFIG)
         cfg, source = _load_cfg(path), DEFAULT_CONFIG
-    if task.cfg_options:
-        try:
-            cfg.merge_from_dict(task.cfg_options)
-        except Exception as exc:
-            raise UserError(f"cfg_options in {config_path} do not apply: {exc}") from None
+    scaling = mit_options(task.mit_width, task.mit_blocks)
+    try:
+        cfg.merge_from_dict({**scaling, **(task.cfg_options or {})})
+    except Exception as exc:
+        raise UserError(f"cfg_options in {config_path} do not apply: {exc}") from None
     model = cfg.get("model")
     if not isinstance(model, dict) or "decode_head" not in model or "backbone" not in model:
         raise UserError(f"{source} is not an MMSeg segmentor config (it needs model.backbone and model.decode_head)")
+    if scaling and model["backbone"].get("type") != "MixVisionTransformer":
+        raise UserError(f"mit_width and mit_blocks in {config_path} scale a SegFormer's MiT encoder; {source} has "
+                        f"a {model['backbone'].get('type')} backbone (use cfg_options for it)")
     _walk(model, _offline)
 
     # Number of classes.

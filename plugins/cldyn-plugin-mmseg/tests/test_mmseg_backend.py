@@ -184,3 +184,26 @@ def test_a_py_config_from_outside_mmseg_runs_only_with_trust(tmp_path: Path) -> 
     with pytest.raises(UserError):  # it runs, then holds no segmentor
         load(TaskOptions(config=config, trust=True))
     assert marker.exists()  # the flag is what lets it run
+
+
+def test_mit_width_scales_encoder_and_head(tmp_path: Path) -> None:
+    """mit_width W: stages W..8W with 1..8 heads, a 4W head over all four stages; cfg_options still win."""
+    config = tmp_path / "mit.yaml"
+    config.write_text(f"config: {DEFAULT_CONFIG}\nnum_classes: 3\nsize: 64\nmit_width: 8\nmit_blocks: 1\n"
+                      "cfg_options: {model.decode_head.channels: 24}\n")
+    model = resolve(config, None).cfg.model
+    assert model.backbone.embed_dims == 8 and model.backbone.num_heads == [1, 2, 4, 8]
+    assert model.backbone.num_layers == [1, 1, 1, 1]
+    assert model.decode_head.in_channels == [8, 16, 32, 64] and model.decode_head.channels == 24
+    built = load(TaskOptions(config=config)).model
+    assert [stage[0].projection.out_channels for stage in built.backbone.layers] == [8, 16, 32, 64]
+
+
+def test_mit_scaling_is_refused_for_other_backbones_and_bad_values(tmp_path: Path) -> None:
+    config = tmp_path / "mit.yaml"
+    config.write_text(f"config: {DEFAULT_CONFIG}\nmit_width: 0\n")
+    with pytest.raises(UserError, match="'mit_width' in .* must be a positive integer; got 0"):
+        resolve(config, None)
+    config.write_text("config: mmseg::deeplabv3/deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024.py\nmit_width: 8\n")
+    with pytest.raises(UserError, match="scale a SegFormer's MiT encoder; .* has a ResNetV1c backbone"):
+        resolve(config, None)
