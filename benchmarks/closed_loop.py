@@ -13,6 +13,9 @@ For one task (det, seg or sod) and several seeds:
      (`cldyn eval --task`), with every cross network (det: other detectors trained the same way
      on the same images, never seen by the compensation), and with fusion metrics (`cldyn eval`).
 
+A work folder's scenes and networks are reused by later runs of the same sizes; a cross detector
+added later is trained then, and --reuse scores the compensations already made with it.
+
 Seeds: by default (--vary compensation) the scenes and task networks are made once and the seed
 changes only the compensation's training (initialisation, batch order, Gumbel noise): the spread
 is the compensation's. --vary all makes new scenes and networks for every seed as well.
@@ -93,7 +96,7 @@ class Runner:
         self.logs, self.device = logs, device
         self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "YOLO_OFFLINE": "1",
                     "CLDYN_YOLO_DIR": str(yolo_dir)}
-        self.count = 0
+        self.count = len(list(logs.glob("*.log")))  # a later run in the same folder adds, not overwrites
 
     def cldyn(self, *args: Any, name: str) -> None:
         self.count += 1
@@ -163,15 +166,43 @@ class Task:
     def prepare(self, work: Path, seed: int) -> TaskData:
         """Scenes, base fusion and the task networks for data seed ``seed``; reused when ``work`` already
         holds them for the same data sizes (ablations, also of the compensation's steps and batch, share
-        one set of scenes and networks)."""
+        one set of scenes and networks). A requested cross network not trained there yet (or skipped
+        before) is trained and added; the result holds the requested ones only."""
         record = work / "prepared.json"
+        data = None
         if record.is_file():
             saved = json.loads(record.read_text())
             same = {key: saved["sizes"].get(key) for key in DATA_SIZES} == data_sizes(self.sizes)
             plugin = saved.get("plugin", TASKS[self.name].plugin)  # records before --segmenter: the default
-            if same and saved["cross_models"] == self.cross_models and plugin == self.plugin:
-                fields = {k: Path(v) if k not in ("split", "cross") else v for k, v in saved["data"].items()}
-                return TaskData(**{**fields, "cross": {k: Path(v) for k, v in saved["data"]["cross"].items()}})
+            if same and plugin == self.plugin:
+                values = {k: Path(v) if k not in ("split", "cross") else v for k, v in saved["data"].items()}
+                data = TaskData(**{**values, "cross": {k: Path(v) for k, v in saved["data"]["cross"].items()}})
+        if data is None:
+            data = self.make(work, seed)
+            self.save(record, data)
+        fused = {self.splits[0]: work / f"base-{self.splits[0]}", self.splits[1]: data.base_test}
+        for model in self.cross_models:  # one the task plugin cannot train or run is skipped, with its reason
+            label = cross_label(model)
+            if label in data.cross:
+                continue
+            try:
+                trained = self.train(data.root, fused, work / f"cross-{label}", seed, model)
+                self.run.task_scores(self.plugin, data.root, self.splits[1], trained, [data.base_test],
+                                     work / f"cross-{label}.json")
+                data.cross[label] = trained
+                self.save(record, data)
+            except RuntimeError as exc:
+                print(f"[closed-loop] skipping cross network {model}: {exc}", file=sys.stderr)
+        wanted = {cross_label(m) for m in self.cross_models}
+        return replace(data, cross={k: v for k, v in data.cross.items() if k in wanted})
+
+    def save(self, record: Path, data: TaskData) -> None:
+        """The record that lets later runs (variants, added cross networks) reuse what is made."""
+        record.write_text(json.dumps({"sizes": data_sizes(self.sizes), "plugin": self.plugin,
+                                      "data": json.loads(json.dumps(asdict(data), default=str))}, indent=2))
+
+    def make(self, work: Path, seed: int) -> TaskData:
+        """New scenes, their base fusion and the conditioning task network (no cross networks yet)."""
         root = work / "scenes"
         self.run.cldyn("synth", root, "--n", self.sizes.scenes, "--size", self.sizes.size, "--seed", seed,
                        "--layout", self.layout, *self.scene_options(), "--quiet", name="synth")
@@ -183,21 +214,12 @@ class Task:
                            name=f"fuse-base-{split}")
         weights = self.train(root, fused, work / "task", seed, None)
         test_ir, test_vis = self.folders(root, self.splits[1])
-        cross = {}
-        for model in self.cross_models:  # one the task plugin cannot train or run is skipped, with its reason
-            label = Path(model).stem
-            try:
-                trained = self.train(root, fused, work / f"cross-{label}", seed, model)
-                self.run.task_scores(self.plugin, root, self.splits[1], trained, [fused[self.splits[1]]],
-                                     work / f"cross-{label}.json")
-                cross[label] = trained
-            except RuntimeError as exc:
-                print(f"[closed-loop] skipping cross network {model}: {exc}", file=sys.stderr)
-        data = TaskData(root, test_ir, test_vis, self.splits[1], fused[self.splits[1]], weights, cross)
-        record.write_text(json.dumps({"sizes": data_sizes(self.sizes), "cross_models": self.cross_models,
-                                      "plugin": self.plugin,
-                                      "data": json.loads(json.dumps(asdict(data), default=str))}, indent=2))
-        return data
+        return TaskData(root, test_ir, test_vis, self.splits[1], fused[self.splits[1]], weights, {})
+
+
+def cross_label(spec: str) -> str:
+    """The name a cross network is reported under: its model file's stem (``rtdetr-l.yaml`` -> ``rtdetr-l``)."""
+    return Path(spec.partition("@")[0]).stem
 
 
 class Det(Task):
@@ -213,8 +235,10 @@ class Det(Task):
         return DET_SCENES
 
     def train(self, root: Path, fused: dict[str, Path], out: Path, seed: int, model: Optional[str]) -> Path:
-        """A detector trained from scratch by Ultralytics on the base-fused training scenes (its
-        validation split, which picks the best epoch, is the held-out split: as in the example)."""
+        """A detector trained by Ultralytics on the base-fused training scenes (its validation split,
+        which picks the best epoch, is the held-out split: as in the example). From scratch, or, for
+        ``MODEL@LABEL``, with every layer that matches by name and shape initialised from the cross
+        detector LABEL trained before it (e.g. an RT-DETR decoder on a trained YOLO11n's backbone)."""
         from cldyn_cli.data.synth import DET_CLASSES
 
         det = out.parent / "yolo-data"
@@ -225,10 +249,19 @@ class Det(Task):
                 shutil.copytree(root / "labels" / split, det / "labels" / target, dirs_exist_ok=True)
             (det / "data.yaml").write_text(yaml.safe_dump({"path": str(det), "train": "images/train",
                                                            "val": "images/val", "names": list(DET_CLASSES)}))
+        model, _, init = (model or self.conditioning).partition("@")
+        extra: tuple[str, ...] = ()
+        if init:
+            source = out.parent / f"cross-{init}.pt"
+            if not source.is_file():
+                raise RuntimeError(f"{source} does not exist: list the cross detector {init} before this one")
+            extra = ("--set", f"pretrained={source}")
+        if Path(model).is_file():
+            model = str(Path(model).resolve())
         weights = out.with_suffix(".pt")
-        self.run.cldyn("yolo", "train", det / "data.yaml", "-o", weights, "--model", model or self.conditioning,
+        self.run.cldyn("yolo", "train", det / "data.yaml", "-o", weights, "--model", model,
                        "--epochs", self.sizes.epochs, "--imgsz", self.sizes.imgsz, "--batch", 16, "--seed", seed,
-                       "--device", self.run.device, "--quiet", name=f"train-{Path(model or self.conditioning).stem}")
+                       *extra, "--device", self.run.device, "--quiet", name=f"train-{Path(model).stem}")
         return weights
 
 
@@ -319,17 +352,25 @@ def compensation_config(path: Path, settings: list[str]) -> Path:
     return path
 
 
-def run_seed(task: Task, data: TaskData, work: Path, seed: int, config: Path) -> dict[str, Any]:
-    """Train the compensation with ``seed``, fuse the held-out scenes with it, score base and compensated."""
+def listing(folder: Path) -> Optional[list[str]]:
+    """The file names in ``folder`` (None when it does not exist): a fusion is complete when they match."""
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else None
+
+
+def run_seed(task: Task, data: TaskData, work: Path, seed: int, config: Path, reuse: bool = False) -> dict[str, Any]:
+    """Train the compensation with ``seed``, fuse the held-out scenes with it, score base and compensated.
+    ``reuse``: a compensation and a complete compensated fusion already in ``work`` are kept, not redone."""
     run, sizes = task.run, task.sizes
     rsc = work / f"rsc-{seed}.safetensors"
-    run.cldyn("compensate", "--plugin", task.plugin, "--data", data.root, "--task-weights", data.weights,
-              "--config", config, "--steps", sizes.steps, "--batch-size", sizes.batch, "--seed", seed,
-              "-o", rsc, "--device", run.device, "--overwrite", "--quiet", name=f"compensate-{seed}")
+    if not (reuse and rsc.is_file()):
+        run.cldyn("compensate", "--plugin", task.plugin, "--data", data.root, "--task-weights", data.weights,
+                  "--config", config, "--steps", sizes.steps, "--batch-size", sizes.batch, "--seed", seed,
+                  "-o", rsc, "--device", run.device, "--overwrite", "--quiet", name=f"compensate-{seed}")
     comp = work / f"comp-{seed}"
-    run.cldyn("fuse", data.test_ir, data.test_vis, "-o", comp, "--task", task.plugin, "--rsc", rsc,
-              "--task-weights", data.weights, "--device", run.device, "--overwrite", "--quiet",
-              name=f"fuse-comp-{seed}")
+    if not (reuse and listing(comp) == listing(data.base_test)):
+        run.cldyn("fuse", data.test_ir, data.test_vis, "-o", comp, "--task", task.plugin, "--rsc", rsc,
+                  "--task-weights", data.weights, "--device", run.device, "--overwrite", "--quiet",
+                  name=f"fuse-comp-{seed}")
     folders = [data.base_test, comp]
     own = run.task_scores(task.plugin, data.root, data.split, data.weights, folders, work / f"task-{seed}.json")
     cross = {label: run.task_scores(task.plugin, data.root, data.split, weights, folders,
@@ -393,8 +434,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--vary", choices=("compensation", "all"), default="compensation",
                         help="what a seed changes: the compensation only, or scenes and task networks too")
     parser.add_argument("--cross", default=None,
-                        help="det: comma-separated cross detectors (model YAMLs) [quick: none; full: "
-                             "yolo11n.yaml,rtdetr-l.yaml]; an unsupported one is skipped with its reason")
+                        help="det: comma-separated cross detectors, model YAMLs [quick: none; full: "
+                             "yolo11n.yaml,rtdetr-l.yaml]; MODEL@LABEL initialises MODEL's matching layers from "
+                             "the cross detector LABEL listed before it; one that cannot be trained or run is "
+                             "skipped with its reason")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a `cldyn compensate` config setting, e.g. --set query=learned (repeatable)")
     parser.add_argument("--size", action="append", default=[], metavar="KEY=VALUE",
@@ -406,6 +449,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--segmenter", choices=sorted(SEGMENTERS), default=None,
                         help="seg: the task network, the built-in toyseg (default) or a small SegFormer (needs "
                              "cldyn-plugin-mmseg)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the compensations and compensated fusions an earlier run left in WORK/runs/NAME "
+                             "and only score them again (e.g. with a cross detector added by --cross)")
     parser.add_argument("--threads", type=int, default=2, help="OMP threads of each command")
     parser.add_argument("--device", default="cpu", help="where every command runs (cpu, cuda, cuda:N); toyseg "
                         "(seg) trains on the CPU, it is tiny")
@@ -426,12 +472,18 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             parser.error(f"--size {item!r}: {value!r} is not a valid {key}")
     cross = args.cross if args.cross is not None else ("" if args.quick or args.task != "det"
                                                       else "yolo11n.yaml,rtdetr-l.yaml")
+    specs = [m for m in cross.split(",") if m]
+    for i, spec in enumerate(specs):
+        init = spec.partition("@")[2]
+        if init and init not in {cross_label(m) for m in specs[:i]}:
+            parser.error(f"--cross {spec}: list the cross detector {init} before it (it initialises "
+                         f"{cross_label(spec)})")
     work = (args.work or Path("build") / f"closed-loop-{args.task}").resolve()
     runs = work / "runs" / args.name
     runs.mkdir(parents=True, exist_ok=True)
     runner = Runner(runs / "logs", work / "ultralytics", args.threads, args.device)
     kind = SEGMENTERS[args.segmenter or "toyseg"] if args.task == "seg" else TASKS[args.task]
-    task = kind(runner, sizes, [m for m in cross.split(",") if m])
+    task = kind(runner, sizes, specs)
     config = compensation_config(runs / "compensate.yaml", args.set)
     seeds = list(range(args.seeds))
     start = time.time()
@@ -449,7 +501,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                 print(f"\n!!! WARNING: the {args.task} network reaches only {metric} {score:.4f} < {threshold} on the "
                       f"held-out base-fused scenes: base vs compensated differences mean little. Train it longer "
                       f"(--size epochs=...) or use more scenes.\n", file=sys.stderr)
-        results.append(run_seed(task, data, runs, seed, config))
+        results.append(run_seed(task, data, runs, seed, config, args.reuse))
         print(f"[closed-loop] seed {seed} done after {(time.time() - start) / 60:.1f} min", file=sys.stderr)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU time says more than wall time on a shared machine
     doc = collect(args.task, seeds, results, useful, sizes, args, (time.time() - start) / 60,

@@ -141,8 +141,69 @@ def test_networks_of_another_segmenter_are_not_reused(tmp_path: Path) -> None:
     (["--task", "sod", "--cross", "yolo11n.yaml"], "--cross applies to --task det only, not sod"),
     (["--task", "det", "--size", "epoch=5"], "--size 'epoch=5': expected KEY=VALUE with KEY one of scenes, size"),
     (["--task", "det", "--size", "steps=many"], "--size 'steps=many': 'many' is not a valid steps"),
+    (["--task", "det", "--cross", "rt.yaml@yolo11n,yolo11n.yaml"], "list the cross detector yolo11n before it"),
 ])
 def test_options_that_do_not_apply_are_refused(argv: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         protocol().main(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+class _Scorer(_Recorder):
+    """A recording runner whose scores are the same for every folder."""
+
+    def task_scores(self, task, data, split, weights, folders, out):
+        self.commands.append(["eval", "--task", task, str(weights)])
+        return {folder.name: {"mAP50": 0.5} for folder in folders}
+
+    def fusion_scores(self, ir, vis, folders, out):
+        return {folder.name: {"VIF": 0.7} for folder in folders}
+
+
+def test_a_cross_detector_added_later_is_trained_alone_from_an_earlier_one(tmp_path: Path) -> None:
+    cl = protocol()
+    data = {"root": str(tmp_path), "test_ir": "ir", "test_vis": "vi", "split": "test", "base_test": "b",
+            "weights": "w.pt", "cross": {"yolo11n": str(tmp_path / "cross-yolo11n.pt")}}
+    (tmp_path / "prepared.json").write_text(json.dumps({"sizes": cl.data_sizes(cl.QUICK["det"]), "data": data}))
+    (tmp_path / "cross-yolo11n.pt").write_bytes(b"trained before")
+    (tmp_path / "yolo-data").mkdir()
+    (tmp_path / "yolo-data" / "data.yaml").write_text("names: [People, Car]\n")
+    runner = _Scorer()
+    prepared = cl.Det(runner, cl.QUICK["det"], ["yolo11n.yaml", "rt.yaml@yolo11n"]).prepare(tmp_path, 0)
+    train, score = runner.commands
+    assert train[:2] == ["yolo", "train"] and train[train.index("--model") + 1] == "rt.yaml"
+    assert train[train.index("--set") + 1] == f"pretrained={tmp_path / 'cross-yolo11n.pt'}"
+    assert score == ["eval", "--task", "det", str(tmp_path / "cross-rt.pt")]
+    assert prepared.cross == {"yolo11n": tmp_path / "cross-yolo11n.pt", "rt": tmp_path / "cross-rt.pt"}
+    assert set(json.loads((tmp_path / "prepared.json").read_text())["data"]["cross"]) == {"yolo11n", "rt"}
+    only = cl.Det(_NoRuns(), cl.QUICK["det"], ["yolo11n.yaml"]).prepare(tmp_path, 0)
+    assert set(only.cross) == {"yolo11n"}  # the result holds the requested networks only
+
+
+def test_reuse_scores_an_earlier_compensation_without_redoing_it(tmp_path: Path) -> None:
+    cl = protocol()
+    base, comp = tmp_path / "base-test", tmp_path / "runs" / "comp-1"
+    for folder in (base, comp):
+        folder.mkdir(parents=True)
+        (folder / "00001.png").write_bytes(b"")
+    (tmp_path / "runs" / "rsc-1.safetensors").write_bytes(b"")
+    data = cl.TaskData(tmp_path, tmp_path / "ir", tmp_path / "vi", "test", base, tmp_path / "w.pt",
+                       {"rt": tmp_path / "rt.pt"})
+    runner = _Scorer()
+    task = cl.Det(runner, cl.QUICK["det"], [])
+    result = cl.run_seed(task, data, tmp_path / "runs", 1, tmp_path / "c.yaml", reuse=True)
+    assert [c[0] for c in runner.commands] == ["eval", "eval"]  # scores only: no compensate, no fuse
+    assert result["cross"]["rt"] == ({"mAP50": 0.5}, {"mAP50": 0.5})
+    (comp / "00001.png").unlink()  # an incomplete fusion is made again
+    cl.run_seed(task, data, tmp_path / "runs", 1, tmp_path / "c.yaml", reuse=True)
+    assert [c[0] for c in runner.commands[2:]] == ["fuse", "eval", "eval"]
+
+
+def test_a_later_run_adds_logs_instead_of_overwriting_them(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("001-compensate-0.log", "002-fuse-comp-0.log"):
+        (logs / name).write_text("earlier run\n")
+    protocol().Runner(logs, tmp_path / "yolo", 1, "cpu").cldyn("plugins", name="plugins")
+    assert (logs / "001-compensate-0.log").read_text() == "earlier run\n"
+    assert "cldyn_cli plugins" in (logs / "003-plugins.log").read_text()
