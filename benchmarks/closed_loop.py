@@ -461,9 +461,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if args.cross and args.task != "det":
         parser.error(f"--cross applies to --task det only, not {args.task}")
     sizes = (QUICK if args.quick else FULL)[args.task]
+    names = [field.name for field in fields(Sizes)]
     for item in args.size:
         key, _, value = item.partition("=")
-        names = [field.name for field in fields(Sizes)]
         if key not in names:
             parser.error(f"--size {item!r}: expected KEY=VALUE with KEY one of {', '.join(names)}")
         try:
@@ -507,6 +507,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     doc = collect(args.task, seeds, results, useful, sizes, args, (time.time() - start) / 60,
                   (usage.ru_utime + usage.ru_stime - cpu_start) / 60)
     doc["plugin"] = task.plugin  # which task network: det, toyseg, mmseg or sod
+    doc["cross_models"], doc["reused"] = specs, args.reuse  # reused: compensations of an earlier run scored
     print_table(doc)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")

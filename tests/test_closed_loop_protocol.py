@@ -54,6 +54,7 @@ def test_tiny_run_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert doc["task"] == "seg" and doc["seeds"] == [0] and doc["settings"] == ["query=no_decay"]
+    assert doc["cross_models"] == [] and doc["reused"] is False
     assert set(doc["base"]) == set(doc["compensated"]) == {"mIoU", "pixel_acc"}
     assert len(doc["base"]["mIoU"]) == 1 and 0 <= doc["compensated"]["mIoU"][0] <= 1
     assert set(doc["fusion"]["compensated"]) == set(protocol().FUSION_METRICS.split(","))
