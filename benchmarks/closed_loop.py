@@ -149,8 +149,20 @@ class Task:
     layout = ""
     splits = ("train", "test")
 
-    def __init__(self, runner: Runner, sizes: Sizes, cross: list[str]) -> None:
+    def __init__(self, runner: Runner, sizes: Sizes, cross: list[str],
+                 cross_epochs: Optional[dict[str, int]] = None) -> None:
         self.run, self.sizes, self.cross_models = runner, sizes, cross
+        self.cross_epochs = cross_epochs or {}  # cross label -> its training epochs, when not sizes.epochs
+
+    def epochs(self, label: Optional[str]) -> int:
+        """Training epochs of the cross network ``label`` (None: the conditioning network)."""
+        return self.cross_epochs.get(label, self.sizes.epochs) if label else self.sizes.epochs
+
+    def cross_out(self, work: Path, label: str) -> Path:
+        """Where the cross network ``label`` goes (``.pt``/``.json`` added): trained for other epochs than
+        the task network, its name says so, and the network of the usual epochs is kept."""
+        epochs = self.epochs(label)
+        return work / (f"cross-{label}" if epochs == self.sizes.epochs else f"cross-{label}-e{epochs}")
 
     def folders(self, root: Path, split: str) -> tuple[Path, Path]:
         raise NotImplementedError
@@ -169,7 +181,7 @@ class Task:
         one set of scenes and networks). A requested cross network not trained there yet (or skipped
         before) is trained and added; the result holds the requested ones only."""
         record = work / "prepared.json"
-        data = None
+        data, trained_epochs = None, {}
         if record.is_file():
             saved = json.loads(record.read_text())
             same = {key: saved["sizes"].get(key) for key in DATA_SIZES} == data_sizes(self.sizes)
@@ -177,28 +189,32 @@ class Task:
             if same and plugin == self.plugin:
                 values = {k: Path(v) if k not in ("split", "cross") else v for k, v in saved["data"].items()}
                 data = TaskData(**{**values, "cross": {k: Path(v) for k, v in saved["data"]["cross"].items()}})
+                trained_epochs = saved.get("cross_epochs", {})
         if data is None:
             data = self.make(work, seed)
-            self.save(record, data)
+            self.save(record, data, trained_epochs)
         fused = {self.splits[0]: work / f"base-{self.splits[0]}", self.splits[1]: data.base_test}
         for model in self.cross_models:  # one the task plugin cannot train or run is skipped, with its reason
             label = cross_label(model)
-            if label in data.cross:
+            epochs = self.epochs(label)
+            if label in data.cross and trained_epochs.get(label, self.sizes.epochs) == epochs:
                 continue
+            out = self.cross_out(work, label)
             try:
-                trained = self.train(data.root, fused, work / f"cross-{label}", seed, model)
+                trained = self.train(data.root, fused, out, seed, model)
                 self.run.task_scores(self.plugin, data.root, self.splits[1], trained, [data.base_test],
-                                     work / f"cross-{label}.json")
-                data.cross[label] = trained
-                self.save(record, data)
+                                     out.with_suffix(".json"))
+                data.cross[label], trained_epochs[label] = trained, epochs
+                self.save(record, data, trained_epochs)
             except RuntimeError as exc:
                 print(f"[closed-loop] skipping cross network {model}: {exc}", file=sys.stderr)
         wanted = {cross_label(m) for m in self.cross_models}
         return replace(data, cross={k: v for k, v in data.cross.items() if k in wanted})
 
-    def save(self, record: Path, data: TaskData) -> None:
+    def save(self, record: Path, data: TaskData, cross_epochs: dict[str, int]) -> None:
         """The record that lets later runs (variants, added cross networks) reuse what is made."""
         record.write_text(json.dumps({"sizes": data_sizes(self.sizes), "plugin": self.plugin,
+                                      "cross_epochs": cross_epochs,
                                       "data": json.loads(json.dumps(asdict(data), default=str))}, indent=2))
 
     def make(self, work: Path, seed: int) -> TaskData:
@@ -249,10 +265,11 @@ class Det(Task):
                 shutil.copytree(root / "labels" / split, det / "labels" / target, dirs_exist_ok=True)
             (det / "data.yaml").write_text(yaml.safe_dump({"path": str(det), "train": "images/train",
                                                            "val": "images/val", "names": list(DET_CLASSES)}))
+        epochs = self.epochs(cross_label(model) if model else None)
         model, _, init = (model or self.conditioning).partition("@")
         extra: tuple[str, ...] = ()
         if init:
-            source = out.parent / f"cross-{init}.pt"
+            source = self.cross_out(out.parent, init).with_suffix(".pt")
             if not source.is_file():
                 raise RuntimeError(f"{source} does not exist: list the cross detector {init} before this one")
             extra = ("--set", f"pretrained={source}")
@@ -260,7 +277,7 @@ class Det(Task):
             model = str(Path(model).resolve())
         weights = out.with_suffix(".pt")
         self.run.cldyn("yolo", "train", det / "data.yaml", "-o", weights, "--model", model,
-                       "--epochs", self.sizes.epochs, "--imgsz", self.sizes.imgsz, "--batch", 16, "--seed", seed,
+                       "--epochs", epochs, "--imgsz", self.sizes.imgsz, "--batch", 16, "--seed", seed,
                        *extra, "--device", self.run.device, "--quiet", name=f"train-{Path(model).stem}")
         return weights
 
@@ -438,6 +455,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                              "yolo11n.yaml,rtdetr-l.yaml]; MODEL@LABEL initialises MODEL's matching layers from "
                              "the cross detector LABEL listed before it; one that cannot be trained or run is "
                              "skipped with its reason")
+    parser.add_argument("--cross-epochs", action="append", default=[], metavar="LABEL=N",
+                        help="det: train the cross detector LABEL (its model file's stem, e.g. rtdetr-l) for N "
+                             "epochs instead of the task network's (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a `cldyn compensate` config setting, e.g. --set query=learned (repeatable)")
     parser.add_argument("--size", action="append", default=[], metavar="KEY=VALUE",
@@ -478,12 +498,19 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         if init and init not in {cross_label(m) for m in specs[:i]}:
             parser.error(f"--cross {spec}: list the cross detector {init} before it (it initialises "
                          f"{cross_label(spec)})")
+    cross_epochs = {}
+    for item in args.cross_epochs:
+        label, _, value = item.partition("=")
+        if label not in {cross_label(m) for m in specs} or not value.isdigit() or int(value) < 1:
+            parser.error(f"--cross-epochs {item!r}: expected LABEL=N with LABEL one of the --cross detectors "
+                         f"({', '.join(cross_label(m) for m in specs) or 'none'}) and N >= 1")
+        cross_epochs[label] = int(value)
     work = (args.work or Path("build") / f"closed-loop-{args.task}").resolve()
     runs = work / "runs" / args.name
     runs.mkdir(parents=True, exist_ok=True)
     runner = Runner(runs / "logs", work / "ultralytics", args.threads, args.device)
     kind = SEGMENTERS[args.segmenter or "toyseg"] if args.task == "seg" else TASKS[args.task]
-    task = kind(runner, sizes, specs)
+    task = kind(runner, sizes, specs, cross_epochs)
     config = compensation_config(runs / "compensate.yaml", args.set)
     seeds = list(range(args.seeds))
     start = time.time()
@@ -508,6 +535,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                   (usage.ru_utime + usage.ru_stime - cpu_start) / 60)
     doc["plugin"] = task.plugin  # which task network: det, toyseg, mmseg or sod
     doc["cross_models"], doc["reused"] = specs, args.reuse  # reused: compensations of an earlier run scored
+    doc["cross_epochs"] = {cross_label(m): task.epochs(cross_label(m)) for m in specs}
     print_table(doc)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")

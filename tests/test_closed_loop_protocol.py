@@ -143,6 +143,8 @@ def test_networks_of_another_segmenter_are_not_reused(tmp_path: Path) -> None:
     (["--task", "det", "--size", "epoch=5"], "--size 'epoch=5': expected KEY=VALUE with KEY one of scenes, size"),
     (["--task", "det", "--size", "steps=many"], "--size 'steps=many': 'many' is not a valid steps"),
     (["--task", "det", "--cross", "rt.yaml@yolo11n,yolo11n.yaml"], "list the cross detector yolo11n before it"),
+    (["--task", "det", "--cross", "yolo11n.yaml", "--cross-epochs", "rt=5"],
+     "--cross-epochs 'rt=5': expected LABEL=N with LABEL one of the --cross detectors (yolo11n)"),
 ])
 def test_options_that_do_not_apply_are_refused(argv: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -208,3 +210,24 @@ def test_a_later_run_adds_logs_instead_of_overwriting_them(tmp_path: Path) -> No
     protocol().Runner(logs, tmp_path / "yolo", 1, "cpu").cldyn("plugins", name="plugins")
     assert (logs / "001-compensate-0.log").read_text() == "earlier run\n"
     assert "cldyn_cli plugins" in (logs / "003-plugins.log").read_text()
+
+
+def test_a_cross_detector_trained_for_other_epochs_is_trained_again_beside_the_first(tmp_path: Path) -> None:
+    cl = protocol()
+    data = {"root": str(tmp_path), "test_ir": "ir", "test_vis": "vi", "split": "test", "base_test": "b",
+            "weights": "w.pt", "cross": {"yolo11n": str(tmp_path / "cross-yolo11n.pt"),
+                                         "rt": str(tmp_path / "cross-rt.pt")}}
+    (tmp_path / "prepared.json").write_text(json.dumps({"sizes": cl.data_sizes(cl.QUICK["det"]), "data": data}))
+    (tmp_path / "cross-yolo11n.pt").write_bytes(b"trained before")
+    (tmp_path / "yolo-data").mkdir()
+    (tmp_path / "yolo-data" / "data.yaml").write_text("names: [People, Car]\n")
+    runner = _Scorer()
+    models = ["yolo11n.yaml", "rt.yaml@yolo11n"]
+    prepared = cl.Det(runner, cl.QUICK["det"], models, {"rt": 60}).prepare(tmp_path, 0)
+    train, _ = runner.commands
+    assert train[train.index("--epochs") + 1] == "60"
+    assert train[train.index("-o") + 1] == str(tmp_path / "cross-rt-e60.pt")  # beside the one of the usual epochs
+    assert train[train.index("--set") + 1] == f"pretrained={tmp_path / 'cross-yolo11n.pt'}"
+    assert prepared.cross["rt"] == tmp_path / "cross-rt-e60.pt"
+    again = cl.Det(_NoRuns(), cl.QUICK["det"], models, {"rt": 60}).prepare(tmp_path, 0)  # recorded: reused
+    assert again.cross["rt"] == tmp_path / "cross-rt-e60.pt"
