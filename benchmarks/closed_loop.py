@@ -156,7 +156,7 @@ class Task:
 
     def epochs(self, label: Optional[str]) -> int:
         """Training epochs of the cross network ``label`` (None: the conditioning network)."""
-        return self.cross_epochs.get(label, self.sizes.epochs) if label else self.sizes.epochs
+        return self.cross_epochs.get(label, self.sizes.epochs)
 
     def cross_out(self, work: Path, label: str) -> Path:
         """Where the cross network ``label`` goes (``.pt``/``.json`` added): trained for other epochs than
@@ -265,7 +265,7 @@ class Det(Task):
                 shutil.copytree(root / "labels" / split, det / "labels" / target, dirs_exist_ok=True)
             (det / "data.yaml").write_text(yaml.safe_dump({"path": str(det), "train": "images/train",
                                                            "val": "images/val", "names": list(DET_CLASSES)}))
-        epochs = self.epochs(cross_label(model) if model else None)
+        epochs = self.epochs(model and cross_label(model))
         model, _, init = (model or self.conditioning).partition("@")
         extra: tuple[str, ...] = ()
         if init:
@@ -493,17 +493,17 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     cross = args.cross if args.cross is not None else ("" if args.quick or args.task != "det"
                                                       else "yolo11n.yaml,rtdetr-l.yaml")
     specs = [m for m in cross.split(",") if m]
+    labels = [cross_label(m) for m in specs]
     for i, spec in enumerate(specs):
         init = spec.partition("@")[2]
-        if init and init not in {cross_label(m) for m in specs[:i]}:
-            parser.error(f"--cross {spec}: list the cross detector {init} before it (it initialises "
-                         f"{cross_label(spec)})")
+        if init and init not in labels[:i]:
+            parser.error(f"--cross {spec}: list the cross detector {init} before it (it initialises {labels[i]})")
     cross_epochs = {}
     for item in args.cross_epochs:
         label, _, value = item.partition("=")
-        if label not in {cross_label(m) for m in specs} or not value.isdigit() or int(value) < 1:
+        if label not in labels or not value.isdigit() or int(value) < 1:
             parser.error(f"--cross-epochs {item!r}: expected LABEL=N with LABEL one of the --cross detectors "
-                         f"({', '.join(cross_label(m) for m in specs) or 'none'}) and N >= 1")
+                         f"({', '.join(labels) or 'none'}) and N >= 1")
         cross_epochs[label] = int(value)
     work = (args.work or Path("build") / f"closed-loop-{args.task}").resolve()
     runs = work / "runs" / args.name
@@ -535,7 +535,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                   (usage.ru_utime + usage.ru_stime - cpu_start) / 60)
     doc["plugin"] = task.plugin  # which task network: det, toyseg, mmseg or sod
     doc["cross_models"], doc["reused"] = specs, args.reuse  # reused: compensations of an earlier run scored
-    doc["cross_epochs"] = {cross_label(m): task.epochs(cross_label(m)) for m in specs}
+    doc["cross_epochs"] = {label: task.epochs(label) for label in labels}
     print_table(doc)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")

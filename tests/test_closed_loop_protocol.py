@@ -163,14 +163,19 @@ class _Scorer(_Recorder):
         return {folder.name: {"VIF": 0.7} for folder in folders}
 
 
+def _prepared_det(cl, work: Path, cross: list[str]) -> None:
+    """A det work folder as an earlier run leaves it, with a trained YOLO11n and the ``cross`` labels recorded."""
+    data = {"root": str(work), "test_ir": "ir", "test_vis": "vi", "split": "test", "base_test": "b",
+            "weights": "w.pt", "cross": {label: str(work / f"cross-{label}.pt") for label in cross}}
+    (work / "prepared.json").write_text(json.dumps({"sizes": cl.data_sizes(cl.QUICK["det"]), "data": data}))
+    (work / "cross-yolo11n.pt").write_bytes(b"trained before")
+    (work / "yolo-data").mkdir()
+    (work / "yolo-data" / "data.yaml").write_text("names: [People, Car]\n")
+
+
 def test_a_cross_detector_added_later_is_trained_alone_from_an_earlier_one(tmp_path: Path) -> None:
     cl = protocol()
-    data = {"root": str(tmp_path), "test_ir": "ir", "test_vis": "vi", "split": "test", "base_test": "b",
-            "weights": "w.pt", "cross": {"yolo11n": str(tmp_path / "cross-yolo11n.pt")}}
-    (tmp_path / "prepared.json").write_text(json.dumps({"sizes": cl.data_sizes(cl.QUICK["det"]), "data": data}))
-    (tmp_path / "cross-yolo11n.pt").write_bytes(b"trained before")
-    (tmp_path / "yolo-data").mkdir()
-    (tmp_path / "yolo-data" / "data.yaml").write_text("names: [People, Car]\n")
+    _prepared_det(cl, tmp_path, ["yolo11n"])
     runner = _Scorer()
     prepared = cl.Det(runner, cl.QUICK["det"], ["yolo11n.yaml", "rt.yaml@yolo11n"]).prepare(tmp_path, 0)
     train, score = runner.commands
@@ -214,13 +219,7 @@ def test_a_later_run_adds_logs_instead_of_overwriting_them(tmp_path: Path) -> No
 
 def test_a_cross_detector_trained_for_other_epochs_is_trained_again_beside_the_first(tmp_path: Path) -> None:
     cl = protocol()
-    data = {"root": str(tmp_path), "test_ir": "ir", "test_vis": "vi", "split": "test", "base_test": "b",
-            "weights": "w.pt", "cross": {"yolo11n": str(tmp_path / "cross-yolo11n.pt"),
-                                         "rt": str(tmp_path / "cross-rt.pt")}}
-    (tmp_path / "prepared.json").write_text(json.dumps({"sizes": cl.data_sizes(cl.QUICK["det"]), "data": data}))
-    (tmp_path / "cross-yolo11n.pt").write_bytes(b"trained before")
-    (tmp_path / "yolo-data").mkdir()
-    (tmp_path / "yolo-data" / "data.yaml").write_text("names: [People, Car]\n")
+    _prepared_det(cl, tmp_path, ["yolo11n", "rt"])
     runner = _Scorer()
     models = ["yolo11n.yaml", "rt.yaml@yolo11n"]
     prepared = cl.Det(runner, cl.QUICK["det"], models, {"rt": 60}).prepare(tmp_path, 0)
